@@ -1,0 +1,15 @@
+"""EDSR super-resolution experiments tracked in MLflow.
+
+Modules, one concern each:
+
+- ``model``    -- the EDSR network and its upsampling stages (no logging, no I/O)
+- ``images``   -- reading images, MATLAB-like bicubic resizing, the one uint8 post-processing path
+- ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature
+- ``data``     -- image sources (DIV2K via TFDS, a directory, bundled samples) and tf.data pipelines
+- ``config``   -- the validated training configuration
+- ``training`` -- ``train(config) -> TrainResult``, Keras callbacks without MLflow
+- ``tracking`` -- the only module that writes to MLflow
+- ``cli``      -- the ``edsr-mlflow`` click commands, thin adapters over the above
+"""
+
+__version__ = "0.1.0"

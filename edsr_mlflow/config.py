@@ -1,0 +1,69 @@
+"""The training configuration: one frozen, validated dataclass whose fields are the MLproject
+parameters of the ``train`` entry point (a test keeps MLproject, CLI and this in agreement)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from . import model
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Defaults follow the EDSR baseline (16 blocks, 64 filters, x2, batch 16, L1 loss, Adam
+    halving its learning rate at fixed fractions of training), except where a short run on a
+    CPU needs otherwise: the learning rate, and an LR patch of 32 rather than 48.
+    """
+
+    upsampler: str = "subpixel"
+    blocks: int = 16
+    filters: int = 64
+    scale: int = 2
+    res_scale: float = 1.0
+    dataset: str = "div2k"
+    val_dataset: str = ""
+    patch_size: int = 48
+    batch_size: int = 16
+    epochs: int = 10
+    steps_per_epoch: int = 1000
+    learning_rate: float = 1e-4
+    seed: int = 42
+    precision: str = "float32"
+    time_budget_s: float = 0.0
+
+    def __post_init__(self):
+        model.check_upsampler(self.upsampler)
+        model.check_scale(self.scale)
+        model.check_precision(self.precision)
+        for name in ("blocks", "filters", "patch_size", "batch_size", "epochs", "steps_per_epoch"):
+            model.check_positive(name, getattr(self, name))
+        model.check_positive("res_scale", self.res_scale, kind=float)
+        model.check_positive("learning_rate", self.learning_rate, kind=float)
+        if self.time_budget_s < 0:
+            raise ConfigError(f"time_budget_s must be >= 0 (0 = no budget), got {self.time_budget_s}")
+        if not self.dataset:
+            raise ConfigError("dataset is empty: use 'div2k', 'sample' or a directory of HR images")
+
+    @property
+    def run_name(self) -> str:
+        return model.run_name(self.scale, self.blocks, self.filters, self.upsampler)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def as_params(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> "TrainConfig":
+        """Rebuilds a config from MLflow's string-valued params (for resuming a run)."""
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in params:
+                kwargs[f.name] = type(f.default)(params[f.name])
+        return cls(**kwargs)

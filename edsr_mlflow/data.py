@@ -1,0 +1,403 @@
+"""Image sources and tf.data pipelines for super-resolution.
+
+One ``dataset`` value picks the source:
+
+- ``"div2k"``: TensorFlow Datasets ``div2k/bicubic_x{scale}`` (800 train / 100 validation).
+- ``"sample"``: a few real photographs that ship inside scikit-image: no download at all.
+- a directory of HR images (PNG/JPEG/BMP, any size): LR made by MATLAB-like bicubic
+  downscaling after cropping HR to a multiple of the scale.
+
+Training pairs are random (LR patch, HR patch) crops with random flips and 90-degree
+rotations; validation and test pairs are whole images, never random crops.
+Each image is decoded once and yields several patches per visit, so decoding is never
+on the training step's critical path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from . import images
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+DIV2K = "div2k"
+SAMPLE = "sample"
+# Colour photographs bundled with scikit-image (public domain or CC0, see skimage.data).
+SAMPLE_TRAIN_FILES = ("astronaut.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png")
+SAMPLE_VAL_FILES = ("chelsea.png",)
+HOLDOUT_EVERY = 10  # deterministic hold-out: every 10th image (sorted by name) validates
+PATCHES_PER_IMAGE = 16  # patches cut from one decoded image per visit
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """A whole low/high-resolution image pair, uint8 RGB; HR is exactly ``scale`` x LR."""
+
+    name: str
+    lr_image: np.ndarray
+    hr_image: np.ndarray
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a run trained or validated on, for the tracking store."""
+
+    name: str
+    source: str
+    digest: str
+    num_images: int
+    image_names: tuple[str, ...] = field(default=(), repr=False)
+
+
+def make_pair(name: str, hr_image: np.ndarray, scale: int) -> ImagePair:
+    """Crops HR to a multiple of ``scale`` and derives LR by MATLAB-like bicubic downscaling."""
+    hr_image = images.crop_to_multiple(hr_image, scale)
+    return ImagePair(name, images.downscale(hr_image, scale), hr_image)
+
+
+def _digest(parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else str(part).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_pairs(paths, scale: int, min_lr_size: int, label: str) -> tuple[list[ImagePair], DatasetInfo]:
+    """Decodes image files into pairs; corrupt or too-small files are reported by name and skipped.
+
+    Args:
+        paths: image files.
+        min_lr_size: smallest LR side accepted (the patch size for training, a few pixels
+            for validation).
+        label: the source's name, for messages and the dataset record.
+
+    Raises:
+        DataError: no usable image remains.
+    """
+    paths = [Path(p) for p in paths]
+    pairs, problems = [], []
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            hr_image = images.load_rgb(path)
+        except DataError as error:
+            problems.append(str(error))
+            continue
+        height, width = hr_image.shape[:2]
+        if min(height, width) // scale < min_lr_size:
+            problems.append(
+                f"{path}: {width}x{height} is too small for {min_lr_size}px LR patches at x{scale}"
+            )
+            continue
+        pairs.append(make_pair(path.name, hr_image, scale))
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    for problem in problems:
+        log.warning("skipped %s", problem)
+    if not pairs:
+        detail = f" ({problems[0]}{' ...' if len(problems) > 1 else ''})" if problems else ""
+        raise DataError(f"no usable images in {label}{detail}; add PNG/JPEG/BMP images at least {min_lr_size * scale}px on each side")
+    info = DatasetInfo(
+        name=label,
+        source=str(paths[0].parent.resolve()),
+        digest=digest.hexdigest()[:16],
+        num_images=len(pairs),
+        image_names=tuple(p.name for p in pairs),
+    )
+    return pairs, info
+
+
+def sample_image_paths(split: str) -> list[Path]:
+    """The bundled sample photographs for ``split`` ("train" or "validation")."""
+    files = SAMPLE_TRAIN_FILES if split == "train" else SAMPLE_VAL_FILES
+    root = resources.files("skimage.data")
+    return [Path(str(root / name)) for name in files]
+
+
+def directory_image_paths(directory: str | Path) -> list[Path]:
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise DataError(f"dataset directory {directory} does not exist; pass an existing folder of HR images, 'sample' or 'div2k'")
+    paths = images.list_image_files(directory)
+    if not paths:
+        raise DataError(f"no PNG/JPEG/BMP images in {directory}; add HR images or pass 'sample'")
+    return paths
+
+
+def split_paths(dataset: str, val_dataset: str | None) -> tuple[list[Path], list[Path], str, str]:
+    """Training and validation files of a local source, and their labels.
+
+    Without a separate ``val_dataset``, every ``HOLDOUT_EVERY``-th image of the sorted
+    directory is held out for validation (at least one), the same for every run.
+    """
+    if dataset == SAMPLE:
+        train, val, train_label, val_label = sample_image_paths("train"), sample_image_paths("validation"), "sample/train", "sample/validation"
+    else:
+        paths = directory_image_paths(dataset)
+        train_label = val_label = str(Path(dataset).expanduser())
+        if val_dataset:
+            train, val = paths, []
+        else:
+            if len(paths) < 2:
+                raise DataError(f"{dataset} holds one image: add more, or give a separate val_dataset")
+            held = set(range(0, len(paths), HOLDOUT_EVERY))
+            train = [p for i, p in enumerate(paths) if i not in held]
+            val = [p for i, p in enumerate(paths) if i in held]
+            train_label, val_label = f"{train_label} (train)", f"{val_label} (every {HOLDOUT_EVERY}th, held out)"
+    if val_dataset:
+        val = sample_image_paths("validation") if val_dataset == SAMPLE else directory_image_paths(val_dataset)
+        val_label = "sample/validation" if val_dataset == SAMPLE else str(Path(val_dataset).expanduser())
+    return train, val, train_label, val_label
+
+
+# ---------------------------------------------------------------- DIV2K through TFDS
+
+
+def div2k_name(scale: int) -> str:
+    return f"div2k/bicubic_x{scale}"
+
+
+def div2k_builder(scale: int, data_dir: str | None = None, manual_dir: str | None = None):
+    """The TFDS builder for DIV2K at ``scale``, prepared if possible.
+
+    Honours ``TFDS_DATA_DIR`` (or ``data_dir``) and a manual download directory
+    (``manual_dir``, by default ``<data_dir>/downloads/manual``): the official zip files
+    placed there (``DIV2K_train_HR.zip``, ``DIV2K_valid_HR.zip``,
+    ``DIV2K_{train,valid}_LR_bicubic_X{scale}.zip``) are used without any network access.
+
+    Raises:
+        DataError: DIV2K is neither prepared nor obtainable.
+    """
+    import tensorflow_datasets as tfds  # heavy; only needed for DIV2K
+
+    builder = tfds.builder(div2k_name(scale), data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    manual_dir = Path(manual_dir or Path(builder.data_dir_root) / "downloads" / "manual").expanduser()
+    needed = [f"DIV2K_{split}_HR.zip" for split in ("train", "valid")] + [
+        f"DIV2K_{split}_LR_bicubic_X{scale}.zip" for split in ("train", "valid")
+    ]
+    have_all_zips = all((manual_dir / name).exists() for name in needed)
+    if not have_all_zips and not _can_reach("data.vision.ee.ethz.ch", 443):
+        raise DataError(
+            f"DIV2K x{scale} is not prepared in {builder.data_dir_root} and cannot be downloaded: "
+            f"put {', '.join(needed)} in {manual_dir} (or set TFDS_DATA_DIR), "
+            "or train offline with dataset=sample or dataset=/path/to/hr_images"
+        )
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    except Exception as error:  # TFDS raises many kinds; the user needs one line
+        raise DataError(f"preparing DIV2K x{scale} failed ({type(error).__name__}: {error}); check the zip files in {manual_dir}") from None
+    return builder
+
+
+def _can_reach(host: str, port: int, timeout_s: float = 3.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def div2k_image_dataset(builder, split: str) -> tf.data.Dataset:
+    """Whole (LR, HR) uint8 image pairs of a DIV2K split ("train" or "validation")."""
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    return ds.map(lambda example: (example["lr"], example["hr"]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def div2k_validation_pairs(builder) -> list[ImagePair]:
+    ds = builder.as_dataset(split="validation", shuffle_files=False)
+    return [
+        ImagePair(f"{i + 801:04d}.png", example["lr"], example["hr"])
+        for i, example in enumerate(ds.as_numpy_iterator())
+    ]
+
+
+def div2k_info(builder, split: str) -> DatasetInfo:
+    return DatasetInfo(
+        name=f"{builder.name}/{builder.builder_config.name}:{split}",
+        source=f"tfds:{builder.name}/{builder.builder_config.name}:{builder.version}",
+        digest=_digest([builder.name, builder.builder_config.name, builder.version, split]),
+        num_images=builder.info.splits[split].num_examples,
+    )
+
+
+# ---------------------------------------------------------------- tf.data pipelines
+
+
+def pairs_dataset(pairs: list[ImagePair]) -> tf.data.Dataset:
+    """Whole (LR, HR) uint8 images from decoded pairs, no copy per epoch."""
+
+    def generate():
+        for pair in pairs:
+            yield pair.lr_image, pair.hr_image
+
+    spec = tf.TensorSpec((None, None, 3), tf.uint8)
+    return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))
+
+
+def random_patches(lr_image, hr_image, seed, *, scale: int, patch_size: int, count: int):
+    """``count`` aligned random crops of one image pair, each randomly flipped and rotated.
+
+    Args:
+        lr_image: (h, w, 3) LR image; hr_image: (h*scale, w*scale, 3).
+        seed: int32/int64 tensor of shape (2,), for stateless (reproducible) randomness.
+        patch_size: LR patch side; the HR patch side is ``patch_size * scale``.
+
+    Returns:
+        (count, p, p, 3) LR patches and (count, p*scale, p*scale, 3) HR patches.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    lr_height, lr_width = tf.shape(lr_image)[0], tf.shape(lr_image)[1]
+    top = tf.random.stateless_uniform([count], seeds[0], 0, lr_height - patch_size + 1, tf.int32)
+    left = tf.random.stateless_uniform([count], seeds[1], 0, lr_width - patch_size + 1, tf.int32)
+    lr_patches = _crop(lr_image, top, left, patch_size)
+    hr_patches = _crop(hr_image, top * scale, left * scale, patch_size * scale)
+    # Horizontal flip, vertical flip and transpose, each with p = 1/2: the eight flips and
+    # 90-degree rotations, uniformly.
+    for i, transform in enumerate((_flip_left_right, _flip_up_down, _transpose), start=2):
+        chosen = tf.random.stateless_uniform([count], seeds[i]) < 0.5
+        lr_patches = _where(chosen, transform(lr_patches), lr_patches)
+        hr_patches = _where(chosen, transform(hr_patches), hr_patches)
+    return lr_patches, hr_patches
+
+
+def _crop(image, top, left, size: int):
+    """Crops (size, size) windows at per-patch offsets: (H, W, C) -> (n, size, size, C)."""
+    offsets = tf.range(size)
+    rows = tf.gather(image, top[:, None] + offsets[None, :], axis=0)  # (n, size, W, C)
+    return tf.gather(rows, left[:, None] + offsets[None, :], axis=2, batch_dims=1)  # (n, size, size, C)
+
+
+def _flip_left_right(patches):
+    return tf.reverse(patches, axis=[2])
+
+
+def _flip_up_down(patches):
+    return tf.reverse(patches, axis=[1])
+
+
+def _transpose(patches):
+    return tf.transpose(patches, [0, 2, 1, 3])
+
+
+def _where(chosen, if_true, if_false):
+    return tf.where(chosen[:, None, None, None], if_true, if_false)
+
+
+def training_batches(
+    image_pairs: tf.data.Dataset,
+    *,
+    scale: int,
+    patch_size: int,
+    batch_size: int,
+    seed: int,
+    patches_per_image: int = PATCHES_PER_IMAGE,
+    image_shuffle_buffer: int = 64,
+) -> tf.data.Dataset:
+    """An endless, seeded stream of (LR, HR) float32 batches in 0..255 from whole image pairs.
+
+    Images smaller than one patch are dropped here too (directory sources already reported them).
+    ``image_pairs`` should be cached (decoded once) by the caller.
+    """
+    def large_enough(lr_image, hr_image):
+        return tf.reduce_min(tf.shape(lr_image)[:2]) >= patch_size
+
+    def cut(index, pair):
+        lr_image, hr_image = pair
+        return random_patches(
+            lr_image, hr_image, tf.stack([tf.cast(seed, tf.int64), index]),
+            scale=scale, patch_size=patch_size, count=patches_per_image,
+        )
+
+    def to_float(lr_batch, hr_batch):
+        return tf.cast(lr_batch, tf.float32), tf.cast(hr_batch, tf.float32)
+
+    ds = (
+        image_pairs.filter(large_enough)
+        .shuffle(image_shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .enumerate()
+        .map(cut, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .unbatch()
+        .shuffle(4 * patches_per_image * max(1, batch_size // patches_per_image + 1), seed=seed + 1)
+        .batch(batch_size, drop_remainder=True)
+        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def cache_images(ds: tf.data.Dataset, total_bytes: int, cache_dir: str | Path | None) -> tf.data.Dataset:
+    """Caches decoded images in memory when they fit in a quarter of free RAM, else on disk."""
+    import psutil
+
+    if total_bytes <= psutil.virtual_memory().available // 4 or cache_dir is None:
+        return ds.cache()
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return ds.cache(str(Path(cache_dir) / "decoded"))
+
+
+# ---------------------------------------------------------------- one entry point
+
+
+@dataclass
+class SRData:
+    """What training needs: a cached stream of whole training images and validation pairs."""
+
+    train_images: tf.data.Dataset
+    val_pairs: list[ImagePair]
+    train_info: DatasetInfo
+    val_info: DatasetInfo
+
+
+def load_sr_data(
+    dataset: str,
+    scale: int,
+    patch_size: int,
+    val_dataset: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> SRData:
+    """Resolves ``dataset`` ("div2k", "sample" or a directory) into training and validation data."""
+    if dataset == DIV2K or val_dataset == DIV2K:
+        builder = div2k_builder(scale, data_dir=os.environ.get("TFDS_DATA_DIR"))
+    if dataset == DIV2K:
+        # About 1 byte per pixel decoded: HR 2040x1356x3 plus LR, times 800 images.
+        div2k_bytes = 800 * 2040 * 1356 * 3 * (1 + 1 / scale**2)
+        train_images = cache_images(div2k_image_dataset(builder, "train"), div2k_bytes, cache_dir)
+        train_info = div2k_info(builder, "train")
+        if val_dataset in (None, "", DIV2K):
+            val_pairs, val_info = div2k_validation_pairs(builder), div2k_info(builder, "validation")
+        else:
+            val_paths = sample_image_paths("validation") if val_dataset == SAMPLE else directory_image_paths(val_dataset)
+            val_pairs, val_info = load_pairs(val_paths, scale, 4, str(val_dataset))
+        return SRData(train_images, val_pairs, train_info, val_info)
+
+    train_paths, val_paths, train_label, val_label = split_paths(dataset, None if val_dataset == DIV2K else val_dataset)
+    train_pairs, train_info = load_pairs(train_paths, scale, patch_size, train_label)
+    if val_dataset == DIV2K:
+        val_pairs, val_info = div2k_validation_pairs(builder), div2k_info(builder, "validation")
+    else:
+        val_pairs, val_info = load_pairs(val_paths, scale, 4, val_label)
+    return SRData(pairs_dataset(train_pairs).cache(), val_pairs, train_info, val_info)
+
+
+def load_eval_pairs(source: str, scale: int) -> tuple[list[ImagePair], DatasetInfo]:
+    """Whole-image pairs of a directory (e.g. Set5) for evaluation."""
+    if source == SAMPLE:
+        return load_pairs(sample_image_paths("validation"), scale, 4, "sample/validation")
+    return load_pairs(directory_image_paths(source), scale, 4, str(source))

@@ -1,0 +1,231 @@
+"""EDSR (Lim et al. 2017, "Enhanced Deep Residual Networks for Single Image Super-Resolution").
+
+The single-scale network: a 3x3 head conv, ``blocks`` residual blocks without batch
+normalisation (BN removes the range flexibility SR needs and costs memory), a conv closing
+the body, a global skip from head to body end, an upsampling stage and a 3x3 conv to RGB.
+
+Inputs and outputs are RGB in 0..255 (float). The model subtracts the DIV2K mean and divides
+by 127.5 on the way in and undoes it on the way out, with small serialisable layers, so a
+saved ``.keras`` file loads back in Keras' safe mode.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .errors import ConfigError
+
+# Mean RGB of the DIV2K training set, in 0..255 (EDSR's MeanShift).
+DIV2K_RGB_MEAN = (0.4488 * 255, 0.4371 * 255, 0.4040 * 255)
+SUPPORTED_SCALES = (2, 3, 4)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@keras.saving.register_keras_serializable(package="edsr_mlflow")
+class NormalizeRGB(keras.layers.Layer):
+    """(x - mean) / 127.5 on the way in (``inverse=False``), x * 127.5 + mean on the way out."""
+
+    def __init__(self, mean=DIV2K_RGB_MEAN, inverse: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+        self.inverse = bool(inverse)
+
+    def call(self, x):
+        mean = keras.ops.cast(keras.ops.convert_to_tensor(self.mean), x.dtype)
+        if self.inverse:
+            return x * 127.5 + mean
+        return (x - mean) / 127.5
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "inverse": self.inverse}
+
+
+@keras.saving.register_keras_serializable(package="edsr_mlflow")
+class PixelShuffle(keras.layers.Layer):
+    """Sub-pixel rearrangement (depth-to-space): (H, W, C*r*r) -> (H*r, W*r, C)."""
+
+    def __init__(self, factor: int, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.factor)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.factor
+        return (n, None if h is None else h * r, None if w is None else w * r, c // (r * r))
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="edsr_mlflow")
+class Scale(keras.layers.Layer):
+    """Multiplies by a constant: EDSR's residual scaling, which stabilises wide models."""
+
+    def __init__(self, factor: float, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, x):
+        return x * keras.ops.cast(self.factor, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+def _conv(filters: int, name: str, dtype, kernel_size: int = 3) -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(filters, kernel_size, padding="same", name=name, dtype=dtype)
+
+
+def _subpixel_stage(x, filters: int, factor: int, name: str, dtype):
+    x = _conv(filters * factor * factor, f"{name}_conv", dtype)(x)
+    return PixelShuffle(factor, name=f"{name}_shuffle", dtype=dtype)(x)
+
+
+def _transpose_stage(x, filters: int, factor: int, name: str, dtype):
+    return keras.layers.Conv2DTranspose(
+        filters, 3, strides=factor, padding="same", name=f"{name}_transpose", dtype=dtype
+    )(x)
+
+
+def _resize_then_conv(interpolation: str):
+    def stage(x, filters: int, factor: int, name: str, dtype):
+        x = keras.layers.UpSampling2D(
+            factor, interpolation=interpolation, name=f"{name}_{interpolation}", dtype=dtype
+        )(x)
+        return _conv(filters, f"{name}_conv", dtype)(x)
+
+    return stage
+
+
+# One upsampling stage per entry: (tensor, filters, factor, name, dtype) -> tensor.
+UPSAMPLERS: dict[str, Callable] = {
+    "subpixel": _subpixel_stage,
+    "transpose": _transpose_stage,
+    "nearest": _resize_then_conv("nearest"),
+    "bilinear": _resize_then_conv("bilinear"),
+}
+
+
+def upsampling_factors(scale: int) -> tuple[int, ...]:
+    """x4 is two x2 stages; x2 and x3 are one stage."""
+    check_scale(scale)
+    return (2, 2) if scale == 4 else (scale,)
+
+
+def check_scale(scale: int) -> None:
+    if scale not in SUPPORTED_SCALES:
+        raise ConfigError(
+            f"unsupported scale {scale!r}: use one of {', '.join(map(str, SUPPORTED_SCALES))}"
+        )
+
+
+def check_upsampler(upsampler: str) -> None:
+    if upsampler not in UPSAMPLERS:
+        raise ConfigError(f"unknown upsampler {upsampler!r}: use one of {', '.join(UPSAMPLERS)}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+
+
+def check_positive(name: str, value, kind=int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if kind is int and int(value) != value:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+
+
+def residual_block(x, filters: int, res_scale: float, name: str, dtype):
+    """conv3x3 - ReLU - conv3x3, scaled by ``res_scale``, added to the input. No batch norm."""
+    y = _conv(filters, f"{name}_conv1", dtype)(x)
+    y = keras.layers.ReLU(name=f"{name}_relu", dtype=dtype)(y)
+    y = _conv(filters, f"{name}_conv2", dtype)(y)
+    if res_scale != 1.0:
+        y = Scale(res_scale, name=f"{name}_scale", dtype=dtype)(y)
+    return keras.layers.Add(name=f"{name}_add", dtype=dtype)([x, y])
+
+
+def build_edsr(
+    scale: int = 2,
+    blocks: int = 16,
+    filters: int = 64,
+    res_scale: float = 1.0,
+    upsampler: str = "subpixel",
+    precision: str = "float32",
+) -> keras.Model:
+    """The EDSR network for one upscaling factor.
+
+    Args:
+        scale: upscaling factor, 2, 3 or 4.
+        blocks: number of residual blocks (>= 1); the paper's baseline has 16, EDSR 32.
+        filters: feature channels (>= 1); baseline 64, EDSR 256.
+        res_scale: residual scaling (> 0); 1.0 in the baseline, 0.1 in the wide EDSR.
+        upsampler: ``subpixel``, ``transpose``, ``nearest`` or ``bilinear``.
+        precision: Keras dtype policy of the body. The last conv and the de-normalisation
+            always run in float32, so the output keeps full precision.
+
+    Returns:
+        A model mapping (batch, H, W, 3) RGB in 0..255 to (batch, H*scale, W*scale, 3).
+    """
+    check_scale(scale)
+    check_upsampler(upsampler)
+    check_precision(precision)
+    check_positive("blocks", blocks)
+    check_positive("filters", filters)
+    check_positive("res_scale", res_scale, kind=float)
+
+    dtype = keras.DTypePolicy(precision)
+    lr_image = keras.Input(shape=(None, None, 3), name="lr_image")
+    x = NormalizeRGB(name="normalize", dtype=dtype)(lr_image)
+    head = _conv(filters, "head_conv", dtype)(x)
+    x = head
+    for i in range(1, blocks + 1):
+        x = residual_block(x, filters, res_scale, f"res_block_{i}", dtype)
+    x = _conv(filters, "body_conv", dtype)(x)
+    x = keras.layers.Add(name="global_skip", dtype=dtype)([head, x])
+    stage = UPSAMPLERS[upsampler]
+    for i, factor in enumerate(upsampling_factors(scale), start=1):
+        x = stage(x, filters, factor, f"upsample_{i}", dtype)
+    x = _conv(3, "tail_conv", "float32")(x)
+    sr_image = NormalizeRGB(inverse=True, name="denormalize", dtype="float32")(x)
+    return keras.Model(lr_image, sr_image, name=run_name(scale, blocks, filters, upsampler))
+
+
+def run_name(scale: int, blocks: int, filters: int, upsampler: str) -> str:
+    """The name runs and models share, e.g. ``edsr_x4_b8_f64_transpose``."""
+    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler}"
+
+
+def macs_per_lr_pixel(model: keras.Model, probe_size: int = 8) -> int:
+    """Multiply-accumulates of all convolutions per low-resolution input pixel.
+
+    Measured by running the model once on a ``probe_size`` square input and reading each
+    convolution's output size, so it follows whatever the builder made.
+    """
+    convs = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))
+    ]
+    probe = keras.Model(model.input, [layer.output for layer in convs])
+    outputs = probe(np.zeros((1, probe_size, probe_size, 3), np.float32))
+    total = 0
+    for layer, out in zip(convs, outputs):
+        kh, kw, *_ = layer.kernel.shape
+        _, h, w, _ = out.shape
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            # Each input pixel is scattered through the whole kernel.
+            sh, sw = layer.strides
+            kernel_shape = layer.kernel.shape  # (kh, kw, out, in)
+            total += (h // sh) * (w // sw) * kh * kw * kernel_shape[2] * kernel_shape[3]
+        else:
+            total += h * w * kh * kw * layer.kernel.shape[2] * layer.kernel.shape[3]
+    return int(total // (probe_size * probe_size))

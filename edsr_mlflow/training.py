@@ -1,0 +1,243 @@
+"""Training EDSR: ``train(config, model, sr_data, ...) -> TrainResult``.
+
+No MLflow here: whoever calls ``train`` passes Keras callbacks for logging. Each epoch ends,
+in order, with: step timing, whole-image validation (Y-PSNR/SSIM, shave = scale), a NaN
+check, a checkpoint (model + optimizer + epoch metrics, written atomically), then the
+caller's callbacks. A resumed run therefore never repeats or skips an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from . import data as sr_data_module
+from .config import TrainConfig
+from .data import SRData
+from .errors import TrainingDiverged, UserError
+from .evaluation import score_upscaler
+from .inference import bicubic_upscaler, model_upscaler
+from .metrics import mean_scores
+from .model import build_edsr
+
+CHECKPOINT_FILE = "last.keras"
+STATE_FILE = "state.json"
+# The learning rate is halved when training passes each of these fractions (EDSR halves it
+# at fixed points of a fixed-length schedule; fractions let short and long runs share it).
+HALVING_FRACTIONS = (0.5, 0.75, 0.9)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint records beside the weights: where training stands."""
+
+    epoch: int = 0  # last completed epoch (1-based); 0 before the first
+    train_time_s: float = 0.0  # training wall time so far, validation excluded
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
+
+    @property
+    def best_val_psnr(self) -> float:
+        return max((h["val_psnr"] for h in self.history), default=float("nan"))
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    state: TrainState
+    bicubic_val_psnr: float
+    bicubic_val_ssim: float
+    stop_reason: str  # "epochs", "time_budget"
+
+    @property
+    def final_val_psnr(self) -> float:
+        return self.state.history[-1]["val_psnr"] if self.state.history else float("nan")
+
+
+def learning_rate_at(progress: float, base_learning_rate: float) -> float:
+    """Base rate halved once for every fraction in ``HALVING_FRACTIONS`` that ``progress`` (0..1) passed."""
+    return base_learning_rate * 0.5 ** sum(progress >= f for f in HALVING_FRACTIONS)
+
+
+def build_model(config: TrainConfig) -> keras.Model:
+    """A freshly initialised, compiled EDSR for ``config`` (L1 loss, Adam as in the paper)."""
+    keras.utils.set_random_seed(config.seed)
+    model = build_edsr(
+        scale=config.scale,
+        blocks=config.blocks,
+        filters=config.filters,
+        res_scale=config.res_scale,
+        upsampler=config.upsampler,
+        precision=config.precision,
+    )
+    compile_model(model, config)
+    return model
+
+
+def compile_model(model: keras.Model, config: TrainConfig) -> None:
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    # L1, not L2: the paper found it trains EDSR to higher PSNR.
+    model.compile(optimizer=optimizer, loss="mean_absolute_error", jit_compile=False)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model: keras.Model, state: TrainState, directory: Path) -> None:
+    """Writes model (with optimizer state) and training state; a crash leaves the old pair intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp_model, tmp_state = directory / f".{CHECKPOINT_FILE}.tmp.keras", directory / f".{STATE_FILE}.tmp"
+    model.save(tmp_model)
+    tmp_state.write_text(json.dumps({"epoch": state.epoch, "train_time_s": state.train_time_s, "history": state.history}, indent=1))
+    os.replace(tmp_model, directory / CHECKPOINT_FILE)
+    os.replace(tmp_state, directory / STATE_FILE)
+
+
+def load_checkpoint(directory: Path) -> tuple[keras.Model, TrainState]:
+    """Loads the last checkpoint of a run (weights, optimizer, state)."""
+    model_path, state_path = directory / CHECKPOINT_FILE, directory / STATE_FILE
+    if not model_path.exists() or not state_path.exists():
+        raise UserError(f"no checkpoint in {directory}: the run never finished an epoch here; start a new run instead of resuming")
+    model = keras.models.load_model(model_path, safe_mode=True)
+    raw = json.loads(state_path.read_text())
+    return model, TrainState(epoch=raw["epoch"], train_time_s=raw["train_time_s"], history=raw["history"])
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class _EpochTraining(keras.callbacks.Callback):
+    """Times training steps, drives the learning rate and the time budget, validates, checks
+    for NaN and writes the checkpoint: everything an epoch needs before the caller logs it."""
+
+    def __init__(self, config: TrainConfig, state: TrainState, val_pairs, bicubic_scores, checkpoint_dir: Path):
+        super().__init__()
+        self.config = config
+        self.state = state
+        self.val_pairs = val_pairs
+        self.bicubic_scores = bicubic_scores
+        self.checkpoint_dir = checkpoint_dir
+        self.stop_reason = "epochs"
+        self._learning_rate = None
+
+    # Progress through training, 0..1, by steps or by the time budget, whichever is further.
+    def _progress(self, global_step: int, train_time_s: float) -> float:
+        progress = global_step / self.config.total_steps
+        if self.config.time_budget_s:
+            progress = max(progress, train_time_s / self.config.time_budget_s)
+        return progress
+
+    def _set_learning_rate(self, progress: float) -> None:
+        rate = learning_rate_at(progress, self.config.learning_rate)
+        if rate != self._learning_rate:  # a variable assignment, only at the halving points
+            self.model.optimizer.learning_rate.assign(rate)
+            self._learning_rate = rate
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._steps = 0
+        self._epoch_start = time.perf_counter()
+        self._set_learning_rate(self._progress(epoch * self.config.steps_per_epoch, self.state.train_time_s))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        self._last_step_end = time.perf_counter()
+        elapsed = self.state.train_time_s + (self._last_step_end - self._epoch_start)
+        global_step = self._epoch * self.config.steps_per_epoch + self._steps
+        self._set_learning_rate(self._progress(global_step, elapsed))
+        if self.config.time_budget_s and elapsed >= self.config.time_budget_s:
+            self.stop_reason = "time_budget"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        epoch_train_s = self._last_step_end - self._epoch_start if self._steps else 0.0
+        loss = float(logs.get("loss", math.nan))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} in epoch {epoch + 1}; lower learning_rate "
+                f"(now {self.config.learning_rate}) or use precision=float32"
+            )
+        scores = score_upscaler(model_upscaler(self.model), self.val_pairs, self.config.scale)
+        means = mean_scores(scores)
+        metrics = {
+            "train_loss": loss,
+            "val_psnr": means["psnr"],
+            "val_ssim": means["ssim"],
+            "val_psnr_rgb": means["psnr_rgb"],
+            "step_time_ms": 1000.0 * epoch_train_s / max(self._steps, 1),
+            "patches_per_s": self._steps * self.config.batch_size / epoch_train_s if epoch_train_s else 0.0,
+            "learning_rate": float(self._learning_rate),
+            "steps": float(self._steps),
+        }
+        self.state.epoch = epoch + 1
+        self.state.train_time_s += epoch_train_s
+        self.state.history.append(metrics)
+        save_checkpoint(self.model, self.state, self.checkpoint_dir)
+        logs.update(metrics)
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(
+    config: TrainConfig,
+    model: keras.Model,
+    sr_data: SRData,
+    checkpoint_dir: Path,
+    *,
+    state: TrainState | None = None,
+    callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    verbose: int | None = None,
+) -> TrainResult:
+    """Trains ``model`` (fresh from :func:`build_model`, or from :func:`load_checkpoint`).
+
+    Args:
+        state: where a resumed run stands; ``None`` starts at epoch 1.
+        callbacks: run after validation and checkpointing each epoch, so their ``logs``
+            hold every metric of the epoch (``train_loss``, ``val_psnr``, ``step_time_ms``...).
+        verbose: Keras verbosity; default a progress bar on a terminal, a line per epoch otherwise.
+
+    Returns:
+        the trained model, its state (per-epoch metrics, training time) and the bicubic
+        baseline on the same validation images.
+    """
+    state = state or TrainState()
+    bicubic = score_upscaler(bicubic_upscaler(config.scale), sr_data.val_pairs, config.scale)
+    bicubic_means = mean_scores(bicubic)
+    epoch_training = _EpochTraining(config, state, sr_data.val_pairs, bicubic, checkpoint_dir)
+    batches = sr_data_module.training_batches(
+        sr_data.train_images,
+        scale=config.scale,
+        patch_size=config.patch_size,
+        batch_size=config.batch_size,
+        seed=config.seed + state.epoch,  # a resumed run does not replay the same patches
+    )
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    time_left = not config.time_budget_s or state.train_time_s < config.time_budget_s
+    if state.epoch < config.epochs and time_left:
+        model.fit(
+            batches,
+            epochs=config.epochs,
+            initial_epoch=state.epoch,
+            steps_per_epoch=config.steps_per_epoch,
+            callbacks=[epoch_training, *callbacks],
+            verbose=verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
+        )
+    return TrainResult(
+        model=model,
+        state=state,
+        bicubic_val_psnr=bicubic_means["psnr"],
+        bicubic_val_ssim=bicubic_means["ssim"],
+        stop_reason=epoch_training.stop_reason if time_left else "time_budget",
+    )
