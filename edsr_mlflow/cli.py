@@ -22,6 +22,26 @@ from .model import PRECISIONS, SUPPORTED_SCALES, UPSAMPLERS
 DEFAULTS = TrainConfig()
 
 
+class WholeNumber(click.ParamType):
+    """An integer that also accepts "8.0": MLproject parameters have no int type, only float."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        if not number.is_integer():
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        return int(number)
+
+
+INT = WholeNumber()
+
+
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
@@ -60,32 +80,32 @@ def main():
 
 @main.command()
 @click.option("--upsampler", type=click.Choice(list(UPSAMPLERS)), default=DEFAULTS.upsampler, help="Upsampling block.")
-@click.option("--blocks", type=int, default=DEFAULTS.blocks, help="Residual blocks (>= 1).")
-@click.option("--filters", type=int, default=DEFAULTS.filters, help="Feature channels (>= 1).")
-@click.option("--scale", type=click.Choice([str(s) for s in SUPPORTED_SCALES]), default=str(DEFAULTS.scale), help="Upscaling factor.")
+@click.option("--blocks", type=INT, default=DEFAULTS.blocks, help="Residual blocks (>= 1).")
+@click.option("--filters", type=INT, default=DEFAULTS.filters, help="Feature channels (>= 1).")
+@click.option("--scale", type=INT, default=DEFAULTS.scale, help=f"Upscaling factor: {', '.join(map(str, SUPPORTED_SCALES))}.")
 @click.option("--res-scale", type=float, default=DEFAULTS.res_scale, help="Residual scaling (> 0).")
 @click.option("--dataset", default=DEFAULTS.dataset, help="'div2k', 'sample', or a directory of HR images.")
 @click.option("--val-dataset", default=DEFAULTS.val_dataset, help="Validation source; empty: DIV2K validation split, or every 10th image of the directory.")
-@click.option("--patch-size", type=int, default=DEFAULTS.patch_size, help="LR patch side in pixels.")
-@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, help="Patches per step.")
-@click.option("--epochs", type=int, default=DEFAULTS.epochs, help="Epochs (validation and checkpoint after each).")
-@click.option("--steps-per-epoch", type=int, default=DEFAULTS.steps_per_epoch, help="Training steps per epoch.")
+@click.option("--patch-size", type=INT, default=DEFAULTS.patch_size, help="LR patch side in pixels.")
+@click.option("--batch-size", type=INT, default=DEFAULTS.batch_size, help="Patches per step.")
+@click.option("--epochs", type=INT, default=DEFAULTS.epochs, help="Epochs (validation and checkpoint after each).")
+@click.option("--steps-per-epoch", type=INT, default=DEFAULTS.steps_per_epoch, help="Training steps per epoch.")
 @click.option("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="Adam learning rate, halved at 50%, 75% and 90% of training.")
-@click.option("--seed", type=int, default=DEFAULTS.seed, help="Seed for weights, patches and augmentation.")
+@click.option("--seed", type=INT, default=DEFAULTS.seed, help="Seed for weights, patches and augmentation.")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=DEFAULTS.precision, help="Keras dtype policy of the body.")
 @click.option("--time-budget-s", type=float, default=DEFAULTS.time_budget_s, help="Stop training after this many seconds (0 = no limit), then validate and log.")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: the active one, or MLFLOW_EXPERIMENT_NAME).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=Path("checkpoints"), help="Root of per-run checkpoint folders.")
 @click.option("--resume", "resume_run_id", default=None, help="Continue this run id from its last checkpoint (its own params are used).")
+@click.option("--parent-run-id", default=None, hidden=True, help="Nest the run under this run (used by sweep).")
 @friendly_errors
-def train(experiment, checkpoint_dir, resume_run_id, **params):
+def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
     """Train one EDSR model and log it to MLflow."""
-    params["scale"] = int(params["scale"])
     config = TrainConfig(**params)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from .workflows import train_run
 
-    outcome = train_run(config, checkpoint_root=checkpoint_dir, resume_run_id=resume_run_id, experiment=experiment)
+    outcome = train_run(config, checkpoint_root=checkpoint_dir, resume_run_id=resume_run_id, experiment=experiment, parent_run_id=parent_run_id)
     m = outcome.final_metrics
     click.echo(
         f"run {outcome.run_id} ({config.run_name}): val PSNR {outcome.result.final_val_psnr:.2f} dB, "
@@ -100,16 +120,102 @@ def _tracking_uri_for_ui() -> str:
     return tracking_uri()
 
 
-def _not_yet(name: str):
-    @main.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command():
-        click.echo(f"error: `{name}` is not yet available in this version of edsr-mlflow", err=True)
-        sys.exit(1)
+@main.command()
+@click.option("--model", "model_uri", required=True, help="runs:/<run_id>/model, models:/<name>/<version>, or 'bicubic' for the baseline.")
+@click.option("--dataset", default="set5,set14", help="Comma-separated: div2k (validation split), set5, set14, b100, urban100, manga109, or folders of HR images.")
+@click.option("--scale", type=INT, default=0, help="Upscaling factor; needed for bicubic, otherwise read from the model's run (0).")
+@click.option("--benchmark-root", default="", help="Folder holding Set5/, Set14/... (empty: $EDSR_BENCHMARK_ROOT).")
+@click.option("--self-ensemble", type=click.BOOL, default=False, help="Average the 8 flips/rotations (EDSR+).")
+@click.option("--tile", type=INT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
+@friendly_errors
+def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
+    """Score a logged model (or bicubic) on benchmarks; log the results to its training run."""
+    from .workflows import evaluate_model, metric_prefix
 
-    command.__doc__ = f"({name}: not yet available)"
-    return command
+    datasets = [name.strip() for name in dataset.split(",") if name.strip()]
+    if not datasets:
+        raise click.BadParameter("name at least one dataset", param_hint="--dataset")
+    run_id, evaluations = evaluate_model(
+        model_uri, datasets, scale=scale or None, benchmark_root=benchmark_root or None,
+        self_ensemble=self_ensemble, tile=tile,
+    )
+    click.echo(f"{'dataset':<12} {'images':>6} {'PSNR (dB)':>10} {'SSIM':>7} {'bicubic':>8} {'gain':>7} {'ms/MP':>8}")
+    for e in evaluations:
+        s = e.scores
+        click.echo(f"{e.dataset:<12} {len(s.per_image):>6} {s.psnr:>10.3f} {s.ssim:>7.4f} {s.bicubic_psnr:>8.3f} "
+                   f"{s.gain:>+7.3f} {1000 * s.seconds_per_megapixel:>8.1f}")
+    prefix = metric_prefix("<dataset>", self_ensemble)
+    click.echo(f"logged {prefix}_psnr, _ssim, _gain, _bicubic_psnr, _ms_per_mp and eval/*.csv to run {run_id}")
 
 
-evaluate = _not_yet("evaluate")
-compare = _not_yet("compare")
-sweep = _not_yet("sweep")
+@main.command()
+@click.argument("model_uri")
+@click.argument("input_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("output_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--tile", type=INT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
+@click.option("--self-ensemble", is_flag=True, help="Average the 8 flips/rotations (slower, a little sharper).")
+@friendly_errors
+def upscale(model_uri, input_path, output_path, tile, self_ensemble):
+    """Super-resolve one image file: edsr-mlflow upscale MODEL_URI in.png out.png"""
+    from .workflows import upscale_file
+
+    width, height = upscale_file(model_uri, input_path, output_path, tile=tile, self_ensemble=self_ensemble)
+    click.echo(f"wrote {output_path} ({width}x{height})")
+
+
+@main.command()
+@click.option("--experiment", default="", help="Experiment whose training runs to compare (empty: every experiment).")
+@click.option("--parent-run-id", default="", help="Compare only the child runs of this run, e.g. a sweep's parent (empty: no such filter).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default="outputs/comparison", help="Where the table, excluded runs and figures are written (files there are replaced).")
+@friendly_errors
+def compare(experiment, parent_run_id, output_dir):
+    """Compare training runs: one row per configuration, mean and std over seeds."""
+    from .comparison import compare_run
+    from .findings import excluded_report
+
+    outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir)
+    click.echo(outcome.markdown)
+    if len(outcome.excluded):
+        click.echo(f"excluded {len(outcome.excluded)} run(s), listed in {output_dir / 'excluded_runs.csv'}:")
+        click.echo(excluded_report(outcome.excluded))
+    if outcome.without_samples:
+        click.echo(f"no samples/*.png logged, left out of the crop grid: {', '.join(outcome.without_samples)}")
+    click.echo(f"wrote {len(outcome.files)} files to {output_dir}/; logged them to run {outcome.run_id} "
+               f"('comparison' in experiment '{outcome.experiment_name}')")
+
+
+@main.command()
+@click.option("--grid", "grid_file", default="experiments/cpu_study.yaml", help="Grid file (see experiments/*.yaml).")
+@click.option("--max-parallel", type=INT, default=1, help="Configurations trained at once, each in its own process.")
+@click.option("--benchmark-root", default="", help="Folder holding Set5/, Set14/... for the grid's evaluate list (empty: $EDSR_BENCHMARK_ROOT).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default="outputs", help="Logs go to <dir>/sweeps/<name>/, the comparison to <dir>/comparison/<name>/.")
+@friendly_errors
+def sweep(grid_file, max_parallel, benchmark_root, output_dir):
+    """Train a grid of configurations as child runs of one parent run, then compare them.
+
+    Re-running the same grid skips configurations that already FINISHED and retries failed ones.
+    """
+    from . import sweep as sweep_definitions
+    from .comparison import compare_run
+    from .errors import UserError
+    from .workflows import sweep_run
+
+    definition = sweep_definitions.load_sweep(grid_file)
+    click.echo(f"sweep {definition.name}: {len(definition.configs)} configurations, up to {max_parallel} at a time")
+
+    def report(outcome):
+        detail = f"run {outcome.run_id}" if outcome.run_id else ""
+        if outcome.status == "failed":
+            detail = f"{outcome.message} (log: {outcome.log_file})"
+        click.echo(f"  {outcome.status:<8} {outcome.config.run_name} seed {outcome.config.seed}  {detail}")
+
+    parent_id, outcomes = sweep_run(definition, max_parallel=max_parallel, benchmark_root=benchmark_root or None,
+                                    output_dir=output_dir, on_progress=report)
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("finished", "skipped", "failed")}
+    click.echo(f"sweep {definition.name} (parent run {parent_id}): {counts['finished']} trained, "
+               f"{counts['skipped']} already finished, {counts['failed']} failed")
+    if counts["finished"] + counts["skipped"]:
+        comparison = compare_run(parent_run_id=parent_id, output_dir=output_dir / "comparison" / definition.name)
+        click.echo(comparison.markdown)
+    if counts["failed"]:
+        raise UserError(f"{counts['failed']} of {len(outcomes)} configurations failed (logs in {output_dir}/sweeps/{definition.name}/); run the same command again to retry them")

@@ -65,5 +65,9 @@ class TrainConfig:
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name in params:
-                kwargs[f.name] = type(f.default)(params[f.name])
+                value = params[f.name]
+                if value == "''":  # how `mlflow run` logs an empty parameter
+                    value = ""
+                kind = type(f.default)
+                kwargs[f.name] = int(float(value)) if kind is int else kind(value)
         return cls(**kwargs)

@@ -396,8 +396,45 @@ def load_sr_data(
     return SRData(pairs_dataset(train_pairs).cache(), val_pairs, train_info, val_info)
 
 
-def load_eval_pairs(source: str, scale: int) -> tuple[list[ImagePair], DatasetInfo]:
-    """Whole-image pairs of a directory (e.g. Set5) for evaluation."""
-    if source == SAMPLE:
-        return load_pairs(sample_image_paths("validation"), scale, 4, "sample/validation")
-    return load_pairs(directory_image_paths(source), scale, 4, str(source))
+# ---------------------------------------------------------------- evaluation sets
+
+# Benchmark names -> folder names under the benchmark root (HR images only).
+BENCHMARK_FOLDERS = {"set5": "Set5", "set14": "Set14", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
+BENCHMARK_ROOT_ENV = "EDSR_BENCHMARK_ROOT"
+
+
+def benchmark_root(root: str | Path | None) -> Path | None:
+    """The benchmark root: the argument, else ``$EDSR_BENCHMARK_ROOT``, else none."""
+    root = root or os.environ.get(BENCHMARK_ROOT_ENV)
+    return Path(root).expanduser() if root else None
+
+
+def resolve_eval_source(source: str, root: str | Path | None) -> tuple[str, str | Path]:
+    """(short name for metric keys, what to load) for ``div2k``, a benchmark name or a folder."""
+    key = source.strip().lower()
+    if key == DIV2K:
+        return DIV2K, DIV2K
+    if key in BENCHMARK_FOLDERS:
+        folder_root = benchmark_root(root)
+        if folder_root is None:
+            raise DataError(f"benchmark '{source}' needs a benchmark root: pass --benchmark-root or set {BENCHMARK_ROOT_ENV} to the folder holding {BENCHMARK_FOLDERS[key]}/")
+        candidates = [p for p in folder_root.iterdir() if p.is_dir() and p.name.lower() == BENCHMARK_FOLDERS[key].lower()] if folder_root.is_dir() else []
+        if not candidates:
+            raise DataError(f"benchmark '{source}' not found: no {BENCHMARK_FOLDERS[key]}/ in {folder_root}; download its HR images there")
+        return key, candidates[0]
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise DataError(
+            f"unknown evaluation dataset '{source}': use div2k, one of {', '.join(BENCHMARK_FOLDERS)}, or an existing folder of HR images"
+        )
+    name = "".join(c if c.isalnum() else "_" for c in folder.name.lower()).strip("_") or "images"
+    return name, folder
+
+
+def load_eval_set(source: str, scale: int, root: str | Path | None = None) -> tuple[str, list[ImagePair]]:
+    """Whole-image pairs of an evaluation set, and its short name (``set5``, ``div2k``...)."""
+    name, location = resolve_eval_source(source, root)
+    if location == DIV2K:
+        return name, div2k_validation_pairs(div2k_builder(scale, data_dir=os.environ.get("TFDS_DATA_DIR")))
+    pairs, _ = load_pairs(directory_image_paths(location), scale, 4, str(location))
+    return name, pairs

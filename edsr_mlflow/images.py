@@ -36,7 +36,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; check the path") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: cannot decode image ({error}); replace or remove the file") from None
 
 

@@ -117,13 +117,18 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
+    if parent_run_id:  # a sweep's child: in its parent's experiment
+        experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
     run = mlflow.start_run(
         run_id=resume_run_id, run_name=None if resume_run_id else config.run_name,
         parent_run_id=parent_run_id, tags=tags, log_system_metrics=True,
     )
     with closing_run(run):
-        if not resume_run_id:
-            mlflow.log_params(config.as_params())
+        # Inside `mlflow run`, MLflow has already logged the entry point's parameters (as
+        # the strings it substituted, e.g. '' for an empty value); params cannot change.
+        logged = mlflow.get_run(run.info.run_id).data.params
+        mlflow.log_params({k: v for k, v in config.as_params().items() if k not in logged})
         yield run
 
 
@@ -224,13 +229,6 @@ def _model_dir_created_before_example():
         keras_save._save_example = original
 
 
-def log_table(frame, artifact_file: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact_file).name
-        frame.to_csv(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent) if "/" in artifact_file else None)
-
-
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 
@@ -241,3 +239,105 @@ def run_params(run_id: str) -> dict[str, str]:
         return mlflow.MlflowClient().get_run(run_id).data.params
     except mlflow.exceptions.MlflowException as error:
         raise TrackingError(f"run {run_id} is not in {tracking_uri()} ({error.error_code}); check the run id and MLFLOW_TRACKING_URI") from None
+
+
+def load_keras_model(model_uri: str) -> keras.Model:
+    """Loads a logged model (``runs:/<id>/model``, ``models:/<name>/<version>``...)."""
+    import mlflow.keras
+
+    from . import model as _layers  # noqa: F401  registers the custom layers with Keras
+
+    try:
+        return mlflow.keras.load_model(model_uri)
+    except mlflow.exceptions.MlflowException as error:
+        raise TrackingError(f"cannot load model {model_uri} from {tracking_uri()} ({error.message.splitlines()[0]}); check the URI with the MLflow UI") from None
+    except OSError as error:
+        raise TrackingError(f"cannot load model {model_uri} ({error}); check the URI with the MLflow UI") from None
+
+
+def model_run_id(model_uri: str) -> str | None:
+    """The run that logged ``model_uri``, if any."""
+    try:
+        return mlflow.models.get_model_info(model_uri).run_id
+    except mlflow.exceptions.MlflowException as error:
+        raise TrackingError(f"model {model_uri} not found in {tracking_uri()} ({error.message.splitlines()[0]}); check the URI") from None
+    except OSError as error:
+        raise TrackingError(f"model {model_uri} not found ({error}); check the URI") from None
+
+
+def log_to_run(run_id: str, metrics: dict[str, float], tables: dict[str, object]) -> None:
+    """Adds metrics and CSV tables to an existing run without reopening it (its status stays)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact_file, frame in tables.items():
+            path = Path(tmp) / Path(artifact_file).name
+            frame.to_csv(path, index=False)
+            client.log_artifact(run_id, str(path), artifact_path=str(Path(artifact_file).parent))
+
+
+@contextlib.contextmanager
+def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object]):
+    """A new run for an evaluation that has no training run (the bicubic baseline)."""
+    check_tracking_server()
+    run = mlflow.start_run(run_name=run_name, tags={KIND_TAG: "evaluate", **tags})
+    with closing_run(run):
+        mlflow.log_params(params)
+        yield run
+
+
+# ---------------------------------------------------------------- sweeps
+
+SWEEP_TAG = "sweep_name"
+
+
+def _experiment_id(name: str) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else mlflow.create_experiment(name)
+
+
+@contextlib.contextmanager
+def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
+    """The parent run of a sweep: inside ``mlflow run`` the run MLflow made, else the earlier
+    parent of the same sweep (so re-running it resumes it), else a new one."""
+    check_tracking_server()
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        experiment_id = mlflow.get_run(run_id).info.experiment_id
+    else:
+        experiment_id = _experiment_id(experiment)
+        earlier = sweep_parent_ids(name, experiment_id)
+        run_id = earlier[0] if earlier else None
+    run = mlflow.start_run(
+        run_id=run_id, experiment_id=None if run_id else experiment_id,
+        run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: "sweep", SWEEP_TAG: name},
+    )
+    with closing_run(run):
+        mlflow.log_params({k: v for k, v in params.items() if k not in mlflow.get_run(run.info.run_id).data.params})
+        yield run
+
+
+def sweep_parent_ids(name: str, experiment_id: str) -> list[str]:
+    """Parent runs of the sweep called ``name``, newest first."""
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.{KIND_TAG} = 'sweep' and tags.{SWEEP_TAG} = '{name}'",
+        order_by=["attributes.start_time DESC"], output_format="list",
+    )
+    return [r.info.run_id for r in runs]
+
+
+def sweep_children(name: str, experiment_id: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(run id, status, params) of every training run under any parent of sweep ``name``."""
+    children = []
+    for parent_id in sweep_parent_ids(name, experiment_id):
+        runs = mlflow.search_runs(
+            experiment_ids=[experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list",
+        )
+        children += [(r.info.run_id, r.info.status, r.data.params) for r in runs]
+    return children

@@ -1,0 +1,125 @@
+"""The ``compare`` workflow: training runs from the tracking store -> findings table, files,
+figures, and a ``comparison`` run that keeps them all.
+
+Queries go through ``run_store``; ``findings`` and ``plots`` are pure and know nothing of
+MLflow. The table costs one ``search_runs`` query whatever the number of runs; only the
+plotted curves (one run per configuration) and sample images need a request per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import findings, plots, run_store, tracking
+from .errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_DIR = Path("outputs/comparison")
+PLOT_NAMES = {
+    "psnr_vs_blocks": "psnr_vs_blocks.png",
+    "psnr_per_epoch": "val_psnr_per_epoch.png",
+    "psnr_vs_time": "psnr_vs_training_time.png",
+    "samples": "sample_crops.png",
+}
+
+
+@dataclass(frozen=True)
+class ComparisonOutcome:
+    """What ``compare_run`` produced. ``table`` and ``excluded`` are the DataFrames of
+    :mod:`findings`; ``files`` are the written outputs (all logged to run ``run_id``)."""
+
+    run_id: str
+    experiment_name: str
+    table: pd.DataFrame
+    excluded: pd.DataFrame
+    markdown: str
+    files: list[Path]
+    without_samples: list[str]
+
+
+def compare_run(
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    output_dir: Path = DEFAULT_OUTPUT_DIR,
+) -> ComparisonOutcome:
+    """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
+    runs of ``parent_run_id``; writes the table in five formats, the excluded runs and four
+    figures to ``output_dir``; logs them all to a new run named ``comparison`` (tag
+    ``edsr_mlflow.kind=comparison``) in the experiment holding most of the compared runs.
+
+    Raises ``TrackingError`` when the store is unreachable, the experiment or parent run
+    unknown, or no run can be compared.
+    """
+    uri = tracking.check_tracking_server()
+    scope = run_store.comparison_scope(experiment, parent_run_id)
+    runs = run_store.training_runs(scope)
+    if runs.empty:
+        raise TrackingError(
+            f"no training runs in {scope.description} of {uri}; train some (edsr-mlflow train ...) "
+            "or pass another --experiment / --parent-run-id"
+        )
+    usable, excluded = findings.split_runs(findings.tidy_runs(runs))
+    excluded_path = findings.export_excluded(excluded, output_dir)
+    if usable.empty:
+        raise TrackingError(
+            f"none of the {len(runs)} training runs in {scope.description} can be compared "
+            f"(not FINISHED, or missing metrics): see {excluded_path}"
+        )
+    table = findings.aggregate(usable)
+    table_files = findings.export_table(table, output_dir)
+    plot_files, without_samples = write_figures(table, usable, output_dir / "plots")
+
+    experiment_id = findings.home_experiment_id(runs)
+    params = {
+        "experiment": experiment or "", "parent_run_id": parent_run_id or "",
+        "compared_runs": len(usable), "excluded_runs": len(excluded), "configurations": len(table),
+    }
+    with tracking.closing_run(run_store.start_comparison_run(experiment_id, params)) as run:
+        run_store.log_files([*table_files.values(), excluded_path])
+        run_store.log_files(plot_files, artifact_path="plots")
+        run_id, experiment_id = run.info.run_id, run.info.experiment_id
+    return ComparisonOutcome(
+        run_id=run_id, experiment_name=run_store.experiment_name(experiment_id),
+        table=table, excluded=excluded, markdown=table_files["markdown"].read_text(),
+        files=[*table_files.values(), excluded_path, *plot_files], without_samples=without_samples,
+    )
+
+
+def write_figures(table: pd.DataFrame, usable: pd.DataFrame, plot_dir: Path) -> tuple[list[Path], list[str]]:
+    """Writes the four PNG figures; returns their paths and the configurations (labels) that
+    logged no sample image (left out of the crop grid)."""
+    curves = findings.representative_runs(usable)
+    histories = run_store.metric_histories(list(curves["run_id"]), "val_psnr")
+    samples, without_samples = sample_images(curves)
+    figures = {
+        "psnr_vs_blocks": plots.psnr_vs_blocks(table),
+        "psnr_per_epoch": plots.psnr_per_epoch(histories, curves),
+        "psnr_vs_time": plots.psnr_vs_training_time(table),
+        "samples": plots.sample_grid(samples),
+    }
+    paths = [plots.save_png(figure, plot_dir / PLOT_NAMES[name]) for name, figure in figures.items()]
+    return paths, without_samples
+
+
+def sample_images(curves: pd.DataFrame) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """The first logged sample of each configuration's representative run, labelled
+    ``<configuration> (<image>)``; and the labels of configurations without one."""
+    from PIL import Image
+
+    samples, missing = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for curve in curves.itertuples():
+            path = run_store.download_first_sample(curve.run_id, Path(tmp) / curve.run_id)
+            if path is None:
+                missing.append(curve.label)
+                continue
+            with Image.open(path) as image:
+                samples.append((f"{curve.label} ({path.name})", np.asarray(image.convert("RGB"))))
+    return samples, missing

@@ -1,0 +1,329 @@
+"""The findings table: training runs in, one row per configuration out. Pure pandas, no MLflow.
+
+Input is the DataFrame of :func:`run_store.training_runs` (MLflow's ``search_runs`` columns:
+``run_id``, ``status``, ``params.<name>`` as strings, ``metrics.<name>`` latest values,
+``tags.<name>``). A configuration is (scale, upsampler, blocks, filters); its runs (seeds)
+are aggregated as mean, sample standard deviation (NaN for a single run) and count.
+
+Runs that cannot be compared (not FINISHED, a needed metric or param missing) are never
+dropped silently: :func:`split_runs` returns them with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CONFIG_KEYS = ("scale", "upsampler", "blocks", "filters")
+INTEGER_PARAMS = ("scale", "blocks", "filters")
+MODEL_FACTS = ("params_count", "macs_per_lr_pixel")
+# Metrics a run needs to be compared; their latest value is the final one.
+REQUIRED_METRICS = ("val_psnr", "val_psnr_gain", "val_ssim", "train_time_s", "step_time_ms")
+QUALITY_METRICS = ("val_psnr", "val_psnr_gain", "val_ssim")
+COST_METRICS = ("train_time_s", "step_time_ms")
+# Benchmark scores that ``evaluate`` adds: eval_<dataset>_psnr / _gain / _ms_per_mp.
+EVAL_QUALITY = re.compile(r"eval_(?P<dataset>.+)_(?P<measure>psnr|gain)")
+EVAL_SPEED = re.compile(r"eval_(?P<dataset>.+)_ms_per_mp")
+# Params that identify a run rather than its configuration, so may differ between seeds.
+PER_RUN_PARAMS = {"seed", *MODEL_FACTS}
+EXCLUDED_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "reason"]
+EXPORT_NAMES = {
+    "markdown": "findings.md", "csv": "findings.csv", "html": "findings.html",
+    "latex": "findings.tex", "json": "findings.json",
+}
+EXCLUDED_FILE = "excluded_runs.csv"
+
+
+# ---------------------------------------------------------------- runs -> tidy runs
+
+
+def tidy_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with plain column names: ``run_id``, ``run_name``, ``experiment_id``,
+    ``status``, the config keys and model facts (numbers where they parse), every metric
+    (``metrics.`` prefix dropped) and the other params (prefixed ``param:``, as logged)."""
+    tidy = pd.DataFrame({
+        "run_id": _column(runs, "run_id"),
+        "run_name": _column(runs, "tags.mlflow.runName"),
+        "experiment_id": _column(runs, "experiment_id"),
+        "status": _column(runs, "status"),
+        "upsampler": _column(runs, "params.upsampler").replace("", None),
+    })
+    for name in (*INTEGER_PARAMS, *MODEL_FACTS, "seed"):
+        tidy[name] = pd.to_numeric(_column(runs, f"params.{name}"), errors="coerce")
+    metrics = {c.removeprefix("metrics."): runs[c].astype(float) for c in runs.columns if c.startswith("metrics.")}
+    others = {
+        f"param:{c.removeprefix('params.')}": runs[c]
+        for c in runs.columns
+        if c.startswith("params.") and c.removeprefix("params.") not in {*CONFIG_KEYS, *PER_RUN_PARAMS}
+    }
+    return pd.concat([tidy, pd.DataFrame(metrics, index=runs.index), pd.DataFrame(others, index=runs.index)], axis=1).reset_index(drop=True)
+
+
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
+
+
+def exclusion_reasons(tidy: pd.DataFrame) -> pd.Series:
+    """Why each run cannot be compared ("" when it can): its status, missing metrics, missing
+    or non-numeric configuration params."""
+    reasons = pd.DataFrame(index=tidy.index)
+    reasons["status"] = np.where(tidy["status"] == "FINISHED", "", "status " + tidy["status"].fillna("unknown").astype(str))
+    missing_metrics = pd.DataFrame({m: tidy[m].isna() if m in tidy else True for m in REQUIRED_METRICS}, index=tidy.index)
+    reasons["metrics"] = _names_where(missing_metrics, "missing metrics: ")
+    missing_params = pd.DataFrame({k: tidy[k].isna() for k in CONFIG_KEYS}, index=tidy.index)
+    reasons["params"] = _names_where(missing_params, "missing or non-numeric params: ")
+    return reasons.apply(lambda row: "; ".join(r for r in row if r), axis=1).astype(str) if len(tidy) else pd.Series([], dtype=str)
+
+
+def _names_where(flags: pd.DataFrame, prefix: str) -> np.ndarray:
+    names = flags.apply(lambda row: ", ".join(row.index[row.to_numpy(dtype=bool)]), axis=1) if len(flags) else pd.Series([], dtype=str)
+    return np.where(names != "", prefix + names, "")
+
+
+def split_runs(tidy: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs to compare, excluded runs with a ``reason`` column)."""
+    reasons = exclusion_reasons(tidy)
+    usable = tidy[reasons == ""].copy()
+    for name in INTEGER_PARAMS:
+        usable[name] = usable[name].astype(int)
+    excluded = tidy[reasons != ""].assign(reason=reasons[reasons != ""])[EXCLUDED_COLUMNS]
+    return usable.reset_index(drop=True), excluded.sort_values(["status", "run_name", "run_id"], ignore_index=True)
+
+
+# ---------------------------------------------------------------- tidy runs -> table
+
+
+def eval_datasets(columns) -> list[str]:
+    """Benchmark datasets with an ``eval_<dataset>_psnr`` or ``_gain`` column, sorted."""
+    found = {m["dataset"] for c in columns if (m := EVAL_QUALITY.fullmatch(c)) and not m["dataset"].endswith("_bicubic")}
+    return sorted(found)
+
+
+def value_columns(columns) -> list[str]:
+    """Metrics the table aggregates, in table order: validation quality, benchmark quality
+    (PSNR and gain per dataset), training cost, inference speed per dataset."""
+    present = set(columns)
+    benchmarks = [f"eval_{d}_{m}" for d in eval_datasets(columns) for m in ("psnr", "gain") if f"eval_{d}_{m}" in present]
+    speeds = sorted(c for c in columns if EVAL_SPEED.fullmatch(c))
+    return [*QUALITY_METRICS, *benchmarks, *COST_METRICS, *speeds]
+
+
+def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration, sorted by scale, upsampler, blocks, filters.
+
+    Columns: the config keys; ``n`` (runs, i.e. seeds); ``params_count``,
+    ``macs_per_lr_pixel``; ``<metric>_mean`` and ``<metric>_std`` for each of
+    :func:`value_columns` (PSNR and gains in dB, SSIM 0..1, ``train_time_s`` seconds,
+    ``step_time_ms`` and ``eval_<dataset>_ms_per_mp`` milliseconds); ``eval_<dataset>_n``
+    (runs evaluated on that dataset); ``pareto`` (no configuration of the same scale trains
+    faster and scores a higher mean validation PSNR); ``differing_params`` (params other than
+    the seed that differ between the runs of the row; "" when none).
+    """
+    keys = list(CONFIG_KEYS)
+    # Benchmark columns only where a compared run has a value (excluded runs may have some).
+    present = [c for c in usable.columns if not c.startswith("eval_") or usable[c].notna().any()]
+    values = value_columns(present)
+    spec = {"n": ("run_id", "size")}
+    spec.update({fact: (fact, "median") for fact in MODEL_FACTS})
+    for column in values:
+        spec[f"{column}_mean"] = (column, "mean")
+        spec[f"{column}_std"] = (column, "std")
+    for dataset in eval_datasets(present):
+        column = f"eval_{dataset}_psnr" if f"eval_{dataset}_psnr" in present else f"eval_{dataset}_gain"
+        spec[f"eval_{dataset}_n"] = (column, "count")
+    grouped = usable.groupby(keys, sort=True)
+    table = grouped.agg(**spec).reset_index()
+    table["pareto"] = pareto_by_scale(table)
+    table["differing_params"] = differing_params(usable, table[keys])
+    return table
+
+
+def differing_params(usable: pd.DataFrame, configurations: pd.DataFrame) -> list[str]:
+    """For each row of ``configurations`` (config keys), the names of the params other than
+    the seed that differ between its runs in ``usable``, comma-separated ("" when none)."""
+    params = [c for c in usable.columns if c.startswith("param:")]
+    if not params or usable.empty:
+        return [""] * len(configurations)
+    counts = usable.groupby(list(CONFIG_KEYS))[params].nunique(dropna=False)
+    names = {key: ", ".join(c.removeprefix("param:") for c in counts.columns[row > 1]) for key, row in zip(counts.index, counts.to_numpy())}
+    return [names.get(tuple(key), "") for key in configurations.itertuples(index=False)]
+
+
+def findings_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MLflow runs -> (findings table, excluded runs with a reason)."""
+    usable, excluded = split_runs(tidy_runs(runs))
+    return aggregate(usable), excluded
+
+
+# ---------------------------------------------------------------- Pareto front
+
+
+def pareto_front(cost, quality) -> np.ndarray:
+    """True where no other point has lower-or-equal cost and higher-or-equal quality with one
+    of them strictly better. Points with a NaN coordinate are never on the front."""
+    cost, quality = np.asarray(cost, dtype=float), np.asarray(quality, dtype=float)
+    on_front = np.zeros(len(cost), dtype=bool)
+    valid = np.flatnonzero(~(np.isnan(cost) | np.isnan(quality)))
+    # Cheapest first, best first among equal costs: a point is on the front when it beats the
+    # best quality of every cheaper point, or ties a front point exactly.
+    order = valid[np.lexsort((-quality[valid], cost[valid]))]
+    best, best_cost = -np.inf, None
+    for index in order:
+        if quality[index] > best:
+            on_front[index], best, best_cost = True, quality[index], cost[index]
+        elif quality[index] == best and cost[index] == best_cost:
+            on_front[index] = True
+    return on_front
+
+
+def pareto_by_scale(table: pd.DataFrame) -> np.ndarray:
+    """The Pareto front of mean training time vs mean validation PSNR, within each scale
+    (PSNRs of different scales are not comparable)."""
+    on_front = np.zeros(len(table), dtype=bool)
+    for _, rows in table.groupby("scale").groups.items():
+        positions = table.index.get_indexer(rows)
+        on_front[positions] = pareto_front(table["train_time_s_mean"].to_numpy()[positions], table["val_psnr_mean"].to_numpy()[positions])
+    return on_front
+
+
+# ---------------------------------------------------------------- curves to plot
+
+
+def configuration_label(scale: int, blocks: int, filters: int, upsampler: str) -> str:
+    """The run-name form of a configuration, e.g. ``edsr_x4_b8_f64_transpose``."""
+    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler}"
+
+
+def representative_runs(usable: pd.DataFrame) -> pd.DataFrame:
+    """One run per configuration, the seed whose final validation PSNR is nearest the
+    configuration's mean: columns config keys, ``run_id``, ``label``, sorted like the table."""
+    keys = list(CONFIG_KEYS)
+    distance = (usable["val_psnr"] - usable.groupby(keys)["val_psnr"].transform("mean")).abs()
+    ranked = usable.assign(distance=distance).sort_values([*keys, "distance", "run_id"])
+    chosen = ranked.drop_duplicates(keys)[[*keys, "run_id"]].reset_index(drop=True)
+    chosen["label"] = [configuration_label(r.scale, r.blocks, r.filters, r.upsampler) for r in chosen.itertuples()]
+    return chosen
+
+
+def home_experiment_id(runs: pd.DataFrame) -> str:
+    """The experiment holding most of ``runs`` (the lowest id on a tie): where the comparison
+    run goes."""
+    counts = runs["experiment_id"].astype(str).value_counts()
+    return sorted(counts[counts == counts.max()].index, key=lambda e: (len(e), e))[0]
+
+
+# ---------------------------------------------------------------- presentation
+
+
+HEADERS = {
+    "val_psnr": "val PSNR (dB)", "val_psnr_gain": "gain (dB)", "val_ssim": "val SSIM",
+    "train_time_s": "train time (s)", "step_time_ms": "step (ms)",
+}
+
+
+def _decimals(column: str) -> int:
+    if column.endswith("ssim"):
+        return 4
+    if column.endswith(("psnr", "gain")):
+        return 2
+    return 1
+
+
+def _header(column: str) -> str:
+    if column in HEADERS:
+        return HEADERS[column]
+    dataset = re.fullmatch(r"eval_(.+)_(psnr|gain|ms_per_mp)", column)
+    name, measure = dataset.group(1), dataset.group(2)
+    return {"psnr": f"{name} PSNR (dB)", "gain": f"{name} gain (dB)", "ms_per_mp": f"{name} ms/MP"}[measure]
+
+
+def mean_std_text(mean: float, std: float, decimals: int, plus_minus: str = "±") -> str:
+    """``32.10 ± 0.05``; the mean alone for one run; "" when there is no value."""
+    if pd.isna(mean):
+        return ""
+    if pd.isna(std):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} {plus_minus} {std:.{decimals}f}"
+
+
+def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
+    """The table for people: strings, mean ± std in one cell, units in the headers."""
+    shown = pd.DataFrame({
+        "scale": "x" + table["scale"].astype(str),
+        "upsampler": table["upsampler"],
+        "blocks": table["blocks"].astype(str),
+        "filters": table["filters"].astype(str),
+        "runs": table["n"].astype(str),
+        "params": [f"{v:,.0f}" if pd.notna(v) else "" for v in table["params_count"]],
+        "MACs/LR px": [f"{v:,.0f}" if pd.notna(v) else "" for v in table["macs_per_lr_pixel"]],
+    })
+    for column in value_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]):
+        decimals = _decimals(column)
+        shown[_header(column)] = [
+            mean_std_text(m, s, decimals, plus_minus) for m, s in zip(table[f"{column}_mean"], table[f"{column}_std"])
+        ]
+    shown["Pareto"] = np.where(table["pareto"], "yes", "")
+    if table["differing_params"].astype(bool).any():
+        shown["differs within row"] = table["differing_params"]
+    return shown
+
+
+def markdown_table(shown: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of string cells."""
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    rows = [line(shown.columns), "|" + "|".join("---" for _ in shown.columns) + "|"]
+    rows += [line(row) for row in shown.itertuples(index=False)]
+    return "\n".join(rows) + "\n"
+
+
+def latex_table(table: pd.DataFrame) -> str:
+    """A booktabs ``tabular`` of :func:`display_table`."""
+    shown = display_table(table, plus_minus="\x00")
+    escaped = shown.map(_latex_escape).map(lambda s: s.replace("\x00", r"$\pm$"))
+    escaped.columns = [_latex_escape(c) for c in shown.columns]
+    return escaped.to_latex(index=False, escape=False, column_format="l" * len(shown.columns))
+
+
+def _latex_escape(text: str) -> str:
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(specials.get(ch, ch) for ch in str(text))
+
+
+def excluded_report(excluded: pd.DataFrame) -> str:
+    """One line per excluded run: id, name and reason ("" when none was excluded)."""
+    return "\n".join(f"  {r.run_id} {r.run_name or ''}: {r.reason}" for r in excluded.itertuples())
+
+
+# ---------------------------------------------------------------- files
+
+
+def export_table(table: pd.DataFrame, output_dir: Path) -> dict[str, Path]:
+    """Writes the table as Markdown, CSV, HTML, LaTeX and JSON into ``output_dir``.
+
+    CSV and JSON hold every number at full precision (NaN: empty / null); Markdown, HTML and
+    LaTeX hold :func:`display_table`. Returns {format: path}. Existing files are replaced.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {fmt: output_dir / name for fmt, name in EXPORT_NAMES.items()}
+    shown = display_table(table)
+    paths["markdown"].write_text(markdown_table(shown))
+    table.to_csv(paths["csv"], index=False)
+    paths["html"].write_text(shown.to_html(index=False, border=0, classes="findings"))
+    paths["latex"].write_text(latex_table(table))
+    records = json.loads(table.to_json(orient="records", double_precision=15))
+    paths["json"].write_text(json.dumps(records, indent=2) + "\n")
+    return paths
+
+
+def export_excluded(excluded: pd.DataFrame, output_dir: Path) -> Path:
+    """Writes the excluded runs (with their reasons) as CSV; written even when empty."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / EXCLUDED_FILE
+    excluded[EXCLUDED_COLUMNS].to_csv(path, index=False)
+    return path

@@ -1,0 +1,139 @@
+"""Figures of the comparison, built from the findings table. Pure matplotlib, no MLflow.
+
+Figures are ``matplotlib.figure.Figure`` objects made without pyplot, so no global backend
+or figure registry is touched; :func:`save_png` renders them with Agg. PSNRs of different
+scales are not comparable, so every plot has one panel per scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def upsampler_colours(upsamplers) -> dict[str, tuple]:
+    """The same colour for an upsampler in every figure (tab10, by sorted name)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {name: palette(i % 10) for i, name in enumerate(sorted(set(upsamplers)))}
+
+
+def _panels(scales, title: str, width: float = 5.5, height: float = 4.0) -> tuple[Figure, dict[int, object]]:
+    scales = sorted(set(int(s) for s in scales))
+    figure = Figure(figsize=(width * len(scales), height), layout="constrained")
+    axes = figure.subplots(1, len(scales), squeeze=False)[0]
+    figure.suptitle(title)
+    for ax, scale in zip(axes, scales):
+        ax.set_title(f"x{scale}")
+        ax.grid(True, alpha=0.3)
+    return figure, dict(zip(scales, axes))
+
+
+def psnr_vs_blocks(table: pd.DataFrame) -> Figure:
+    """Mean validation PSNR against residual blocks, one line per upsampler (and per filter
+    count where several were run); error bars: standard deviation over seeds."""
+    figure, axes = _panels(table["scale"], "Validation PSNR vs residual blocks (error bars: std over seeds)")
+    colours = upsampler_colours(table["upsampler"])
+    several_filters = table["filters"].nunique() > 1
+    filter_styles = {f: LINESTYLES[i % len(LINESTYLES)] for i, f in enumerate(sorted(table["filters"].unique()))}
+    for (scale, upsampler, filters), rows in table.groupby(["scale", "upsampler", "filters"]):
+        rows = rows.sort_values("blocks")
+        axes[scale].errorbar(
+            rows["blocks"], rows["val_psnr_mean"], yerr=rows["val_psnr_std"].fillna(0.0),
+            color=colours[upsampler], linestyle=filter_styles[filters], marker="o", capsize=3,
+            label=f"{upsampler} f{filters}" if several_filters else upsampler,
+        )
+    for ax in axes.values():
+        ax.set_xticks(sorted(table["blocks"].unique()))
+        ax.set_xlabel("residual blocks")
+        ax.set_ylabel("validation PSNR (dB, Y)")
+        ax.legend(fontsize="small")
+    return figure
+
+
+def psnr_per_epoch(histories: pd.DataFrame, curves: pd.DataFrame) -> Figure:
+    """Validation PSNR per epoch, one line per configuration.
+
+    ``histories``: ``run_id``, ``step`` (epoch), ``value`` (dB); ``curves``: ``run_id``,
+    ``label``, ``scale``, ``upsampler``, ``blocks`` of the run that stands for each
+    configuration. Colour: upsampler; line width grows with the number of blocks.
+    """
+    figure, axes = _panels(curves["scale"], "Validation PSNR per epoch (one seed per configuration)")
+    colours = upsampler_colours(curves["upsampler"])
+    block_counts = sorted(curves["blocks"].unique())
+    widths = dict(zip(block_counts, np.linspace(1.0, 2.5, len(block_counts))))
+    by_run = dict(tuple(histories.groupby("run_id")))
+    for curve in curves.itertuples():
+        history = by_run.get(curve.run_id)
+        if history is None or history.empty:
+            continue
+        axes[curve.scale].plot(
+            history["step"], history["value"], color=colours[curve.upsampler],
+            linewidth=widths[curve.blocks], marker="." if len(history) < 30 else None, label=curve.label,
+        )
+    for ax in axes.values():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation PSNR (dB, Y)")
+        if ax.lines:
+            ax.legend(fontsize="x-small", ncols=1 + len(ax.lines) // 20, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure
+
+
+def psnr_vs_training_time(table: pd.DataFrame) -> Figure:
+    """Mean validation PSNR against mean training time, error bars in both directions; the
+    configurations on the Pareto front (``pareto`` column) are ringed and joined."""
+    figure, axes = _panels(table["scale"], "Validation PSNR vs training time (ringed: Pareto front)")
+    colours = upsampler_colours(table["upsampler"])
+    for upsampler, rows in table.groupby("upsampler"):
+        for scale, panel_rows in rows.groupby("scale"):
+            axes[scale].errorbar(
+                panel_rows["train_time_s_mean"], panel_rows["val_psnr_mean"],
+                xerr=panel_rows["train_time_s_std"].fillna(0.0), yerr=panel_rows["val_psnr_std"].fillna(0.0),
+                color=colours[upsampler], marker="o", linestyle="none", capsize=3, label=upsampler,
+            )
+    for scale, rows in table.groupby("scale"):
+        ax = axes[scale]
+        for row in rows.itertuples():
+            ax.annotate(f"b{row.blocks}", (row.train_time_s_mean, row.val_psnr_mean), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+        front = rows[rows["pareto"]].sort_values("train_time_s_mean")
+        ax.step(front["train_time_s_mean"], front["val_psnr_mean"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
+        ax.scatter(front["train_time_s_mean"], front["val_psnr_mean"], s=160, facecolors="none", edgecolors="black", zorder=3)
+        ax.set_xlabel("training time (s)")
+        ax.set_ylabel("validation PSNR (dB, Y)")
+        ax.legend(fontsize="small")
+    return figure
+
+
+def sample_grid(samples: list[tuple[str, np.ndarray]], width: float = 11.0) -> Figure:
+    """One labelled row per configuration: its logged sample strip (LR | bicubic | SR | HR
+    crops of the same validation image), uint8 RGB arrays."""
+    aspect = max((image.shape[0] / image.shape[1] for _, image in samples), default=0.25)
+    row_height = width * aspect + 0.4  # inches; room for the row's title
+    figure = Figure(figsize=(width, row_height * max(len(samples), 1)), layout="constrained")
+    axes = figure.subplots(max(len(samples), 1), 1, squeeze=False)[:, 0]
+    figure.suptitle("Sample crops per configuration (LR | bicubic | SR | HR)")
+    for ax, (label, image) in zip(axes, samples):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(label, loc="left", fontsize="small")
+    if not samples:
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, "no configuration logged samples", ha="center", va="center")
+    return figure
+
+
+def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
+    """Renders ``figure`` with Agg into ``path`` (PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=dpi, format="png")
+    return path

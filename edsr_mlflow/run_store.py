@@ -1,0 +1,187 @@
+"""Reading runs back from the MLflow tracking store, and storing what ``compare`` makes of them.
+
+The query side of MLflow (``tracking`` is the write side of training runs): which runs a
+comparison covers, their params and final metrics as one pandas DataFrame (one
+``search_runs`` query, whatever the number of runs), the metric histories of a few chosen
+runs, their logged sample images; and the few calls that record a comparison run.
+
+This module imports neither Keras nor TensorFlow, so querying stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+
+from .errors import TrackingError, UserError
+
+# The tag ``tracking.training_run`` writes (tracking.KIND_TAG; a test keeps them equal).
+# Repeated here because importing ``tracking`` imports TensorFlow.
+KIND_TAG = "edsr_mlflow.kind"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+SAMPLES_FOLDER = "samples"
+RUN_ID_PATTERN = re.compile(r"[0-9a-zA-Z_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which training runs a comparison covers.
+
+    ``experiment_ids`` None means every active experiment. ``description`` names the scope
+    for messages, e.g. "experiment 'study'" or "the children of run 3f2a...".
+    """
+
+    experiment_ids: tuple[str, ...] | None
+    parent_run_id: str | None
+    description: str
+
+
+def comparison_scope(experiment: str | None, parent_run_id: str | None) -> Scope:
+    """Resolves ``--experiment`` and ``--parent-run-id``; unknown names are one-line errors.
+
+    Neither given: the training runs of every active experiment.
+    """
+    experiment_ids = None
+    description = "any experiment"
+    if experiment:
+        experiment_ids = (_experiment_id(experiment),)
+        description = f"experiment '{experiment}'"
+    if parent_run_id:
+        parent = _parent_run(parent_run_id)
+        if experiment_ids and parent.info.experiment_id != experiment_ids[0]:
+            raise UserError(
+                f"run {parent_run_id} is in experiment {parent.info.experiment_id}, not in '{experiment}'; "
+                "drop --experiment or pass the experiment that holds the run"
+            )
+        experiment_ids = (parent.info.experiment_id,)
+        description = f"the child runs of run {parent_run_id}"
+    return Scope(experiment_ids, parent_run_id, description)
+
+
+def _experiment_id(name: str) -> str:
+    try:
+        found = mlflow.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "active":
+            return found.experiment_id
+        known = sorted(e.name for e in mlflow.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+    except MlflowException as error:
+        raise _store_error(error) from None
+    shown = ", ".join(f"'{n}'" for n in known[:10]) + (", ..." if len(known) > 10 else "")
+    state = "is deleted" if found is not None else "does not exist"
+    raise TrackingError(
+        f"experiment '{name}' {state} in {mlflow.get_tracking_uri()}; pass one of {shown or 'none (the store is empty)'} "
+        "or check MLFLOW_TRACKING_URI"
+    )
+
+
+def _parent_run(run_id: str):
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise UserError(f"{run_id!r} is not a run id; pass the 32-character id of the sweep's parent run")
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise TrackingError(
+                f"run {run_id} is not in {mlflow.get_tracking_uri()}; check the parent run id and MLFLOW_TRACKING_URI"
+            ) from None
+        raise _store_error(error) from None
+
+
+def _store_error(error: MlflowException) -> TrackingError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.error_code
+    return TrackingError(f"the tracking store {mlflow.get_tracking_uri()} failed ({first_line}); check MLFLOW_TRACKING_URI")
+
+
+def training_filter(parent_run_id: str | None = None) -> str:
+    """The search filter of training runs (kind ``train``), optionally children of one run."""
+    clauses = [f"tags.`{KIND_TAG}` = 'train'"]
+    if parent_run_id:
+        clauses.append(f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
+    return " and ".join(clauses)
+
+
+def training_runs(scope: Scope) -> pd.DataFrame:
+    """Every active training run in ``scope``, whatever its status, in one query.
+
+    One row per run, MLflow's ``search_runs`` columns: ``run_id``, ``experiment_id``,
+    ``status``, ``params.<name>`` (strings), ``metrics.<name>`` (each metric's latest value),
+    ``tags.<name>``. Deleted runs are not included.
+    """
+    try:
+        return mlflow.search_runs(
+            experiment_ids=list(scope.experiment_ids) if scope.experiment_ids else None,
+            search_all_experiments=scope.experiment_ids is None,
+            filter_string=training_filter(scope.parent_run_id),
+            run_view_type=ViewType.ACTIVE_ONLY,
+            output_format="pandas",
+        )
+    except MlflowException as error:
+        raise _store_error(error) from None
+
+
+def metric_histories(run_ids: list[str], metric: str) -> pd.DataFrame:
+    """Every logged value of ``metric`` for each of ``run_ids`` (one request per run, so pass
+    only the runs to plot): columns ``run_id``, ``step``, ``value``, sorted by run and step."""
+    client = mlflow.MlflowClient()
+    rows = [
+        (run_id, point.step, point.value)
+        for run_id in run_ids
+        for point in client.get_metric_history(run_id, metric)
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "step", "value"]).sort_values(["run_id", "step"], ignore_index=True)
+
+
+def download_first_sample(run_id: str, destination: Path) -> Path | None:
+    """Downloads the first (by name) ``samples/*.png`` artifact of ``run_id`` into
+    ``destination``; None if the run logged none (or its artifacts cannot be read)."""
+    try:
+        files = mlflow.MlflowClient().list_artifacts(run_id, SAMPLES_FOLDER)
+        pngs = sorted(f.path for f in files if not f.is_dir and f.path.lower().endswith(".png"))
+        if not pngs:
+            return None
+        destination.mkdir(parents=True, exist_ok=True)
+        with _no_progress_bar():
+            return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=pngs[0], dst_path=str(destination)))
+    except (MlflowException, OSError):
+        return None
+
+
+@contextlib.contextmanager
+def _no_progress_bar():
+    """One progress bar per tiny download drowns the table; a user's own setting wins."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+def experiment_name(experiment_id: str) -> str:
+    return mlflow.MlflowClient().get_experiment(experiment_id).name
+
+
+def start_comparison_run(experiment_id: str, params: dict[str, object]) -> mlflow.ActiveRun:
+    """Opens the run named ``comparison`` (tag ``edsr_mlflow.kind=comparison``) and logs
+    ``params``. Inside ``mlflow run`` the run MLflow created is used (``MLFLOW_RUN_ID``), in
+    the experiment MLflow chose for it. Close it with ``tracking.closing_run``."""
+    run = mlflow.start_run(experiment_id=experiment_id, run_name="comparison", tags={KIND_TAG: "comparison"})
+    mlflow.log_params(params)
+    return run
+
+
+def log_files(paths: list[Path], artifact_path: str | None = None) -> None:
+    """Logs each file under ``artifact_path`` (None: the artifact root) of the active run."""
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)

@@ -1,0 +1,42 @@
+"""Shared fixtures: a throw-away tracking store per test, tiny configurations, the shared images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "Set5").is_dir(),
+    reason=f"benchmark images not found at {SHARED_DATA} (Set5/Set14/SunHays80, see README)",
+)
+
+
+@pytest.fixture
+def tracking_store(tmp_path, monkeypatch):
+    """A fresh SQLite tracking store; the test runs in tmp_path (checkpoints, artifacts land there)."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # runs here last seconds
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
+    return uri
+
+
+@pytest.fixture
+def tiny_params():
+    """A training run that takes seconds on a CPU: bundled sample photos, 1 block, 8 filters."""
+    return dict(
+        dataset="sample", blocks=1, filters=8, patch_size=16, batch_size=4,
+        epochs=2, steps_per_epoch=3, learning_rate=1e-3, seed=1,
+    )

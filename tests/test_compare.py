@@ -1,0 +1,281 @@
+"""``compare``: findings from a real (temporary) SQLite tracking store of synthetic runs.
+
+No training: runs are written with MlflowClient, with known numbers, so the aggregation can
+be checked exactly. One store serves the module (creating an MLflow database takes seconds);
+each scenario lives in its own experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from mlflow.entities import Metric, Param
+
+from edsr_mlflow import cli, findings, run_store
+from edsr_mlflow.errors import TrackingError
+
+EPOCHS = 3
+
+
+def log_training_run(client, experiment_id, *, upsampler, blocks, seed, val_psnr, train_time_s, filters=8, scale=2,
+                     status="FINISHED", parent_run_id=None, drop=(), extra_metrics=None, extra_params=None, sample=None):
+    """A run shaped like ``edsr-mlflow train``'s: tags, string params, per-epoch and final metrics."""
+    name = findings.configuration_label(scale, blocks, filters, upsampler)
+    tags = {run_store.KIND_TAG: "train", "upsampler": upsampler, "blocks": str(blocks), "scale": str(scale), "mlflow.runName": name}
+    if parent_run_id:
+        tags[run_store.PARENT_RUN_TAG] = parent_run_id
+    run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+    params = {
+        "upsampler": upsampler, "blocks": blocks, "filters": filters, "scale": scale, "res_scale": 1.0,
+        "dataset": "sample", "epochs": EPOCHS, "seed": seed, "learning_rate": 0.001,
+        "params_count": 1000 * blocks + filters, "macs_per_lr_pixel": 900 * blocks,
+        **(extra_params or {}),
+    }
+    metrics = []
+    for epoch in range(1, EPOCHS + 1):
+        per_epoch = {"train_loss": 10.0 / epoch, "val_psnr": val_psnr - (EPOCHS - epoch), "val_ssim": 0.9 - 0.01 * (EPOCHS - epoch),
+                     "val_psnr_rgb": val_psnr - 1.5, "step_time_ms": 5.0 * blocks + epoch, "patches_per_s": 100.0, "learning_rate": 1e-3}
+        metrics += [(k, v, epoch) for k, v in per_epoch.items()]
+    final = {"train_time_s": train_time_s, "best_val_psnr": val_psnr, "bicubic_val_psnr": 28.0, "bicubic_val_ssim": 0.8,
+             "val_psnr_gain": val_psnr - 28.0, "epochs_completed": EPOCHS, **(extra_metrics or {})}
+    metrics += [(k, v, 0) for k, v in final.items()]
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), 0, step) for k, v, step in metrics if k not in drop],
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    if sample is not None:
+        client.log_artifact(run_id, str(sample), artifact_path="samples")
+    if status != "RUNNING":
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A store with experiments 'study' (known numbers, excluded runs, one evaluated config,
+    samples for one config), 'sweep' (a parent with two children and an outsider), 'empty'."""
+    import mlflow
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            patch.delenv(name, raising=False)
+        client = mlflow.MlflowClient()
+        sample = folder / "baboon.png"
+        Image.fromarray(np.full((20, 60, 3), 128, dtype=np.uint8)).save(sample)
+        ids = {}
+        study_id = client.create_experiment("study")
+        # subpixel b1: three seeds, val PSNR 30/31/32 (mean 31, std 1), time 10/20/30 (mean 20, std 10)
+        for seed, psnr, seconds in ((1, 30.0, 10.0), (2, 31.0, 20.0), (3, 32.0, 30.0)):
+            evaluated = {"eval_set5_psnr": psnr + 1, "eval_set5_gain": 2.0 + seed, "eval_set5_bicubic_psnr": 29.0, "eval_set5_ms_per_mp": 100.0 * seed}
+            ids[f"subpixel_b1_s{seed}"] = log_training_run(
+                client, study_id, upsampler="subpixel", blocks=1, seed=seed, val_psnr=psnr, train_time_s=seconds,
+                extra_metrics=evaluated if seed < 3 else None, sample=sample,
+            )
+        log_training_run(client, study_id, upsampler="subpixel", blocks=1, filters=16, seed=1, val_psnr=33.0, train_time_s=40.0)
+        for seed in (1, 2):
+            log_training_run(client, study_id, upsampler="subpixel", blocks=2, seed=seed, val_psnr=33.0 + seed, train_time_s=50.0)
+            log_training_run(client, study_id, upsampler="transpose", blocks=1, seed=seed, val_psnr=29.0, train_time_s=5.0)
+            log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=seed, val_psnr=30.0, train_time_s=15.0,
+                             extra_params={"epochs": EPOCHS + seed})
+        ids["failed"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=9, val_psnr=99.0, train_time_s=1.0, status="FAILED")
+        ids["running"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=8, val_psnr=99.0, train_time_s=1.0, status="RUNNING")
+        ids["no_ssim"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=7, val_psnr=99.0, train_time_s=1.0, drop=("val_ssim", "train_time_s"))
+
+        sweep_id = client.create_experiment("sweep")
+        parent = client.create_run(sweep_id, tags={run_store.KIND_TAG: "sweep"}, run_name="sweep").info.run_id
+        client.set_terminated(parent, "FINISHED")
+        ids["parent"] = parent
+        for seed in (1, 2):
+            log_training_run(client, sweep_id, upsampler="nearest", blocks=1, seed=seed, val_psnr=28.5 + seed, train_time_s=3.0, parent_run_id=parent)
+        log_training_run(client, sweep_id, upsampler="bilinear", blocks=1, seed=1, val_psnr=20.0, train_time_s=3.0)
+        client.create_experiment("empty")
+        yield ids
+
+
+def row(table, **keys) -> pd.Series:
+    match = table.loc[np.logical_and.reduce([table[k] == v for k, v in keys.items()])]
+    assert len(match) == 1, keys
+    return match.iloc[0]
+
+
+def test_aggregates_seeds_per_configuration_with_mean_std_and_count(study):
+    runs = run_store.training_runs(run_store.comparison_scope("study", None))
+    table, _ = findings.findings_table(runs)
+    subpixel = row(table, scale=2, upsampler="subpixel", blocks=1, filters=8)
+    assert subpixel["n"] == 3
+    assert subpixel["val_psnr_mean"] == pytest.approx(31.0)
+    assert subpixel["val_psnr_std"] == pytest.approx(1.0)
+    assert subpixel["val_psnr_gain_mean"] == pytest.approx(3.0)
+    assert subpixel["val_ssim_mean"] == pytest.approx(0.9)
+    assert subpixel["train_time_s_mean"] == pytest.approx(20.0)
+    assert subpixel["train_time_s_std"] == pytest.approx(10.0)
+    assert subpixel["step_time_ms_mean"] == pytest.approx(5.0 + EPOCHS)  # the latest epoch's value
+    assert subpixel["params_count"] == 1008 and subpixel["macs_per_lr_pixel"] == 900
+    # A second filter count is a row of its own; one run has no standard deviation.
+    wide = row(table, upsampler="subpixel", blocks=1, filters=16)
+    assert wide["n"] == 1 and wide["val_psnr_mean"] == 33.0 and math.isnan(wide["val_psnr_std"])
+    assert list(table[["upsampler", "blocks", "filters"]].itertuples(index=False, name=None)) == [
+        ("subpixel", 1, 8), ("subpixel", 1, 16), ("subpixel", 2, 8), ("transpose", 1, 8), ("transpose", 2, 8),
+    ]
+    # Params other than the seed that differ inside a row are named, not hidden.
+    assert row(table, upsampler="transpose", blocks=2)["differing_params"] == "epochs"
+    assert row(table, upsampler="transpose", blocks=1)["differing_params"] == ""
+
+
+def test_benchmark_columns_appear_where_runs_were_evaluated(study):
+    runs = run_store.training_runs(run_store.comparison_scope("study", None))
+    table, _ = findings.findings_table(runs)
+    for column in ("eval_set5_psnr_mean", "eval_set5_gain_mean", "eval_set5_ms_per_mp_mean", "eval_set5_n"):
+        assert column in table, column
+    assert not any("bicubic" in c for c in table.columns if c.startswith("eval_"))
+    evaluated = row(table, upsampler="subpixel", blocks=1, filters=8)
+    assert evaluated["eval_set5_n"] == 2  # two of its three seeds were evaluated
+    assert evaluated["eval_set5_psnr_mean"] == pytest.approx(31.5)
+    assert evaluated["eval_set5_gain_mean"] == pytest.approx(3.5)
+    assert evaluated["eval_set5_ms_per_mp_mean"] == pytest.approx(150.0)
+    assert math.isnan(row(table, upsampler="transpose", blocks=1)["eval_set5_psnr_mean"])
+
+    sweep_runs = run_store.training_runs(run_store.comparison_scope("sweep", None))
+    assert not any(c.startswith("eval_") for c in findings.findings_table(sweep_runs)[0].columns)
+
+
+def test_unfinished_runs_and_runs_missing_metrics_are_excluded_with_a_reason(study):
+    runs = run_store.training_runs(run_store.comparison_scope("study", None))
+    table, excluded = findings.findings_table(runs)
+    reasons = dict(zip(excluded["run_id"], excluded["reason"]))
+    assert set(reasons) == {study["failed"], study["running"], study["no_ssim"]}
+    assert reasons[study["failed"]] == "status FAILED"
+    assert reasons[study["running"]] == "status RUNNING"
+    assert reasons[study["no_ssim"]] == "missing metrics: val_ssim, train_time_s"
+    assert table["n"].sum() + len(excluded) == len(runs)
+    assert row(table, upsampler="transpose", blocks=2)["val_psnr_mean"] == pytest.approx(30.0)  # the 99 dB runs stayed out
+
+
+def test_parent_run_id_restricts_the_comparison_to_its_children(study):
+    scope = run_store.comparison_scope(None, study["parent"])
+    assert scope.experiment_ids == (run_store.mlflow.get_experiment_by_name("sweep").experiment_id,)
+    table, excluded = findings.findings_table(run_store.training_runs(scope))
+    assert list(table["upsampler"]) == ["nearest"] and table["n"].tolist() == [2] and excluded.empty
+    everything, _ = findings.findings_table(run_store.training_runs(run_store.comparison_scope("sweep", None)))
+    assert sorted(everything["upsampler"]) == ["bilinear", "nearest"]
+    with pytest.raises(Exception, match="not in 'study'"):
+        run_store.comparison_scope("study", study["parent"])
+
+
+def test_the_table_costs_one_query_and_no_per_run_request(study, monkeypatch):
+    import mlflow
+
+    calls = []
+    real_search = mlflow.search_runs
+    monkeypatch.setattr(mlflow, "search_runs", lambda *a, **k: calls.append(1) or real_search(*a, **k))
+    for name in ("get_run", "get_metric_history", "list_artifacts"):
+        monkeypatch.setattr(mlflow.MlflowClient, name, lambda *a, **k: pytest.fail("a per-run request"))
+    findings.findings_table(run_store.training_runs(run_store.comparison_scope(None, None)))
+    assert len(calls) == 1
+
+
+def test_compare_command_exports_plots_and_logs_a_comparison_run(study, tmp_path):
+    import mlflow
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.main, ["compare", "--experiment", "study", "--parent-run-id", "", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| x2 | subpixel | 1 | 8 | 3 |" in result.stdout
+    assert "31.00 ± 1.00" in result.stdout
+    assert "excluded 3 run(s)" in result.stdout and study["failed"] in result.stdout and "status FAILED" in result.stdout
+    assert "left out of the crop grid: edsr_x2_b1_f16_subpixel" in result.stdout
+
+    names = {"findings.md", "findings.csv", "findings.html", "findings.tex", "findings.json", "excluded_runs.csv"}
+    plot_names = {"psnr_vs_blocks.png", "val_psnr_per_epoch.png", "psnr_vs_training_time.png", "sample_crops.png"}
+    for name in names:
+        assert (out / name).stat().st_size > 0, name
+    for name in plot_names:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    records = json.loads((out / "findings.json").read_text())
+    assert len(records) == 5 and records[0]["val_psnr_mean"] == pytest.approx(31.0)
+    assert len(pd.read_csv(out / "findings.csv")) == 5
+    assert set(pd.read_csv(out / "excluded_runs.csv")["run_id"]) == {study["failed"], study["running"], study["no_ssim"]}
+    assert r"\pm" in (out / "findings.tex").read_text() and "<table" in (out / "findings.html").read_text()
+
+    client = mlflow.MlflowClient()
+    experiment_id = mlflow.get_experiment_by_name("study").experiment_id
+    [comparison] = client.search_runs([experiment_id], f"tags.`{run_store.KIND_TAG}` = 'comparison'")
+    assert comparison.info.run_name == "comparison" and comparison.info.status == "FINISHED"
+    assert comparison.data.params["compared_runs"] == "10" and comparison.data.params["excluded_runs"] == "3"
+    logged = {f.path for f in client.list_artifacts(comparison.info.run_id)}
+    assert names | {"plots"} <= logged
+    assert {f.path for f in client.list_artifacts(comparison.info.run_id, "plots")} == {f"plots/{n}" for n in plot_names}
+    # The comparison run is not a training run: comparing again does not count it.
+    assert len(run_store.training_runs(run_store.comparison_scope("study", None))) == 13
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--experiment", "empty"], "no training runs in experiment 'empty'"),
+        (["--experiment", "nope"], "experiment 'nope' does not exist"),
+        (["--parent-run-id", "0123456789abcdef0123456789abcdef"], "run 0123456789abcdef0123456789abcdef is not in"),
+        (["--parent-run-id", "x' or '1'='1"], "is not a run id"),
+    ],
+)
+def test_compare_command_fails_in_one_line(study, tmp_path, arguments, message):
+    result = CliRunner().invoke(cli.main, ["compare", *arguments, "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_compare_command_fails_fast_on_an_unreachable_server(tmp_path, monkeypatch):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(cli.main, ["compare", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == TrackingError.exit_code
+    assert result.stderr.count("\n") == 1 and f"cannot reach the MLflow tracking server at {uri}" in result.stderr
+
+
+def test_run_store_uses_the_kind_tag_training_runs_carry():
+    from edsr_mlflow import tracking
+
+    assert run_store.KIND_TAG == tracking.KIND_TAG
+
+
+def test_pareto_front_keeps_points_no_other_point_beats_on_both_cost_and_quality():
+    cost = [1.0, 2.0, 3.0, 4.0, 2.0, 5.0, np.nan, 0.5]
+    quality = [10.0, 12.0, 11.0, 15.0, 12.0, 15.0, 99.0, 9.0]
+    assert pareto_list(cost, quality) == [True, True, False, True, True, False, False, True]
+    assert pareto_list([], []) == []
+    assert pareto_list([3.0, 1.0], [5.0, 5.0]) == [False, True]
+
+
+def pareto_list(cost, quality) -> list[bool]:
+    return findings.pareto_front(cost, quality).tolist()
+
+
+def test_pareto_column_is_computed_within_each_scale():
+    table = pd.DataFrame({
+        "scale": [2, 2, 4, 4], "train_time_s_mean": [10.0, 20.0, 30.0, 40.0], "val_psnr_mean": [33.0, 32.0, 27.0, 28.0],
+    })
+    assert findings.pareto_by_scale(table).tolist() == [True, False, True, True]
+
+
+def test_mean_std_text_shows_what_there_is():
+    assert findings.mean_std_text(31.0, 1.0, 2) == "31.00 ± 1.00"
+    assert findings.mean_std_text(31.0, float("nan"), 2) == "31.00"
+    assert findings.mean_std_text(float("nan"), float("nan"), 2) == ""

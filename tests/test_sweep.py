@@ -1,0 +1,88 @@
+"""Sweeps: grid files, resumption, failure isolation, parallel children in a real store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from edsr_mlflow import cli, sweep
+from edsr_mlflow.errors import ConfigError
+from test_evaluate import write_images
+
+
+def write_grid(path: Path, **content) -> Path:
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_grid_expands_to_every_combination(tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", name="g", grid={"blocks": [1, 2, 3], "upsampler": ["subpixel", "nearest"]}, fixed={"scale": 4})
+    definition = sweep.load_sweep(grid)
+    assert len(definition.configs) == 6
+    assert {(c.blocks, c.upsampler) for c in definition.configs} == {(b, u) for b in (1, 2, 3) for u in ("subpixel", "nearest")}
+    assert all(c.scale == 4 for c in definition.configs)
+    assert definition.name == "g" and definition.evaluate == ()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"grid": {"blockz": [1]}}, "unknown training parameter"),
+        ({"grid": {"blocks": [1]}, "fixed": {"blocks": 2}}, "both in grid and fixed"),
+        ({"grid": {"upsampler": ["pixelshuffle"]}}, "unknown upsampler"),
+        ({"grid": {"blocks": []}}, "non-empty list"),
+        ({"grid": {"blocks": [1]}, "evaluat": ["set5"]}, "unknown key"),
+        ({"fixed": {"blocks": 1}}, "needs a 'grid:'"),
+    ],
+)
+def test_bad_grid_files_are_rejected_before_any_run(tmp_path, content, message):
+    with pytest.raises(ConfigError, match=message):
+        sweep.load_sweep(write_grid(tmp_path / "bad.yaml", **content))
+
+
+def test_the_shipped_grids_are_valid():
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    study = sweep.load_sweep(root / "seed_study_x4.yaml")
+    assert {(c.blocks, c.upsampler) for c in study.configs} == {
+        (b, u) for b in (4, 8, 16) for u in ("subpixel", "transpose", "nearest", "bilinear")
+    }
+    assert all(c.scale == 4 for c in study.configs)
+    assert len(sweep.load_sweep(root / "cpu_study.yaml").configs) == 12
+
+
+def children(experiment: str):
+    experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list")
+    return [r for r in runs if r.data.tags.get("edsr_mlflow.kind") == "train"]
+
+
+@pytest.mark.slow
+def test_sweep_isolates_failures_resumes_and_compares(tracking_store, tmp_path):
+    photos = write_images(tmp_path / "photos", count=2, size=40)
+    grid = write_grid(
+        tmp_path / "tiny.yaml", name="tiny", experiment="sweep-test",
+        grid={"patch_size": [16, 4000], "upsampler": ["subpixel", "nearest"]},  # patch 4000 cannot work
+        fixed={"dataset": "sample", "blocks": 1, "filters": 8, "batch_size": 4, "epochs": 1, "steps_per_epoch": 2},
+        evaluate=[str(photos)],
+    )
+    result = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid}", "--max-parallel=2", "--output-dir=out"])
+    assert result.exit_code == 2, result.output
+    assert "2 trained, 0 already finished, 2 failed" in result.output
+    assert "too small" in result.output  # the failing configurations' reason, from their logs
+
+    finished = [r for r in children("sweep-test") if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["upsampler"] for r in finished) == ["nearest", "subpixel"]
+    assert all("eval_photos_psnr" in r.data.metrics for r in finished)
+    (parent,) = [r for r in mlflow.search_runs(experiment_names=["sweep-test"], output_format="list") if r.data.tags.get("edsr_mlflow.kind") == "sweep"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in finished} == {parent.info.run_id}
+    assert parent.data.tags["configurations_failed"] == "2"
+    assert Path("out/comparison/tiny/findings.md").exists()
+
+    again = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid}", "--output-dir=out"])
+    assert "0 trained, 2 already finished, 2 failed" in again.output, again.output
+    assert len([r for r in children("sweep-test") if r.info.status == "FINISHED"]) == 2  # nothing trained twice
+    assert all(r.info.status != "RUNNING" for r in mlflow.search_runs(experiment_names=["sweep-test"], output_format="list"))

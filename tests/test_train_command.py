@@ -1,0 +1,206 @@
+"""The ``train`` command end to end against real tracking stores: what a run records, how it
+fails, how it resumes. Tiny models on the bundled sample photos; seconds per run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edsr_mlflow import cli, tracking, training, workflows
+from edsr_mlflow.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_args(params: dict) -> list[str]:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
+
+
+def all_runs():
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def assert_complete_training_run(run, config: TrainConfig):
+    client = mlflow.MlflowClient()
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == config.run_name
+    params = run.data.params
+    assert TrainConfig.from_params(params) == config  # every parameter, as logged
+    assert int(params["params_count"]) > 0 and int(params["macs_per_lr_pixel"]) > 0
+    tags = run.data.tags
+    assert tags["upsampler"] == config.upsampler and tags["blocks"] == str(config.blocks) and tags["scale"] == str(config.scale)
+    assert len(tags.get("git_commit", "")) == 40 or "mlflow.source.git.commit" in tags or not (ROOT / ".git").exists()
+    for metric in tracking.EPOCH_METRICS:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert steps == list(range(1, config.epochs + 1)), metric
+    metrics = run.data.metrics
+    for name in ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "val_psnr_gain"):
+        assert np.isfinite(metrics[name]), name
+    assert metrics["val_psnr_gain"] == pytest.approx(metrics["val_psnr"] - metrics["bicubic_val_psnr"])
+    assert any(k.startswith("system/") for k in metrics), "system metrics"
+    contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+    assert contexts == {"training", "validation"}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert artifacts, "visual samples"
+
+    uri = f"runs:/{run.info.run_id}/model"
+    lr_batch = np.random.default_rng(0).uniform(0, 255, (1, 13, 17, 3)).astype(np.float32)
+    keras_model = mlflow.keras.load_model(uri)
+    assert keras_model.predict(lr_batch, verbose=0).shape == (1, 13 * config.scale, 17 * config.scale, 3)
+    assert mlflow.pyfunc.load_model(uri).predict(lr_batch).shape == (1, 13 * config.scale, 17 * config.scale, 3)
+
+
+@pytest.mark.slow
+def test_train_command_records_a_complete_run(tracking_store, tiny_params):
+    params = {**tiny_params, "upsampler": "transpose", "scale": 3}
+    result = CliRunner().invoke(cli.main, ["train", *cli_args(params)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run,) = all_runs()
+    assert_complete_training_run(run, TrainConfig(**params))
+    assert (Path("checkpoints") / run.info.run_id / training.CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.slow
+def test_mlflow_run_of_the_project(tracking_store, tmp_path):
+    """`mlflow run . --env-manager local` with the issue's parameters, as a user would."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local",
+        "-P", "upsampler=transpose", "-P", "blocks=8", "-P", "dataset=sample", "-P", "epochs=2",
+        "-P", "steps_per_epoch=10", "-P", "filters=8", "-P", "patch_size=16", "-P", "batch_size=4",
+    ]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = all_runs()
+    config = TrainConfig(upsampler="transpose", blocks=8, dataset="sample", epochs=2, steps_per_epoch=10, filters=8, patch_size=16, batch_size=4)
+    assert_complete_training_run(run, config)
+
+
+BAD_INPUTS = [
+    (["--upsampler=pixelshuffle"], "pixelshuffle"),
+    (["--scale=5"], "unsupported scale 5"),
+    (["--blocks=0"], "blocks must be a positive number"),
+    (["--dataset=/no/such/folder"], "does not exist"),
+    (["--dataset=sample", "--patch-size=1000"], "too small"),
+    (["--dataset=div2k"], "DIV2K"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_leaves_no_run(tracking_store, tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setattr("edsr_mlflow.data._can_reach", lambda host, port: False)
+    result = CliRunner().invoke(cli.main, ["train", "--epochs=1", "--steps-per-epoch=1", "--blocks=1", "--filters=8", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith(("error:", "Error:"))]
+    assert len(error_lines) == 1, result.output
+    assert all(r.info.status != "RUNNING" for r in all_runs())
+    assert not any(r.info.status == "FINISHED" for r in all_runs())
+
+
+def test_unreachable_tracking_server_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    result = CliRunner().invoke(cli.main, ["train", "--dataset=sample"])
+    assert result.exit_code == 3
+    assert result.output.startswith("error: cannot reach the MLflow tracking server")
+    assert len(result.output.strip().splitlines()) == 1
+    assert time.monotonic() - started < 60  # not MLflow's minutes of retries
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("raised, status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_crashed_run_is_never_left_running(tracking_store, tiny_params, monkeypatch, raised, status):
+    def crash(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(training, "train", crash)
+    with pytest.raises(type(raised)):
+        workflows.train_run(TrainConfig(**tiny_params))
+    (run,) = all_runs()
+    assert run.info.status == status
+    assert run.data.params["blocks"] == str(tiny_params["blocks"])  # logged before the crash
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_logs_each_epoch_exactly_once(tracking_store, tiny_params, monkeypatch):
+    config = TrainConfig(**{**tiny_params, "epochs": 3})
+    original = tracking.EpochLogger.on_epoch_end
+
+    def crash_after_checkpoint_of_epoch_2(self, epoch, logs=None):
+        if epoch == 1:  # the checkpoint of epoch 2 is written, its metrics are not logged yet
+            raise RuntimeError("power cut")
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(tracking.EpochLogger, "on_epoch_end", crash_after_checkpoint_of_epoch_2)
+    with pytest.raises(RuntimeError):
+        workflows.train_run(config)
+    (crashed,) = all_runs()
+    assert crashed.info.status == "FAILED"
+    monkeypatch.setattr(tracking.EpochLogger, "on_epoch_end", original)
+
+    result = CliRunner().invoke(cli.main, ["train", f"--resume={crashed.info.run_id}"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run,) = all_runs()
+    assert run.info.run_id == crashed.info.run_id
+    assert_complete_training_run(run, config)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch):
+    """A real `mlflow server` on 127.0.0.1 with a temporary backend and artifact store."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        import requests
+
+        for _ in range(240):
+            try:
+                if requests.get(f"{uri}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_run_lands_on_a_real_tracking_server(mlflow_server, tmp_path, monkeypatch, tiny_params):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    result = CliRunner().invoke(cli.main, ["train", *cli_args(tiny_params)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run,) = all_runs()
+    assert_complete_training_run(run, TrainConfig(**tiny_params))
