@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . --env-manager local \
 		-P dataset=sample -P blocks=4 -P filters=32 -P patch_size=32 \
-		-P epochs=3 -P steps_per_epoch=40 -P learning_rate=0.0005
+		-P epochs=3 -P steps_per_epoch=40
 	@echo "Browse the run: $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)  (then open http://127.0.0.1:5000)"
 
 test: setup

@@ -7,8 +7,12 @@ Modules, one concern each:
 - ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature
 - ``data``     -- image sources (DIV2K via TFDS, a directory, bundled samples) and tf.data pipelines
 - ``config``   -- the validated training configuration
-- ``training`` -- ``train(config) -> TrainResult``, Keras callbacks without MLflow
-- ``tracking`` -- the only module that writes to MLflow
+- ``training`` -- ``train(config, model, data) -> TrainResult``, Keras callbacks without MLflow
+- ``inference``, ``evaluation``, ``visuals`` -- SR images (whole, tiled, self-ensemble), scores, sample strips
+- ``sweep``    -- study grid files expanded into configurations
+- ``findings``, ``plots`` -- the comparison table and its figures (pure pandas / matplotlib)
+- ``tracking`` -- writes to MLflow during runs; ``run_store`` -- reads runs back for ``compare``
+- ``workflows``, ``comparison`` -- run-level glue between the pure pieces and MLflow
 - ``cli``      -- the ``edsr-mlflow`` click commands, thin adapters over the above
 """
 
