@@ -94,9 +94,20 @@ def test_filters_change_the_model(lr_batch):
     assert not np.allclose(forward(narrow, lr_batch), forward(wide, lr_batch))
 
 
+def test_residual_branches_start_at_zero_so_blocks_start_as_identities():
+    built = tiny_model()
+    kernel, bias = built.get_layer("res_block_1_conv2").get_weights()
+    assert not kernel.any() and not bias.any()
+    assert built.get_layer("res_block_1_conv1").get_weights()[0].any()
+
+
 def test_res_scale_changes_outputs_with_identical_weights(lr_batch):
     plain = tiny_model(res_scale=1.0)
     scaled = tiny_model(res_scale=0.1)
+    # Trained weights: the residual branch's last conv is no longer zero.
+    rng = np.random.default_rng(3)
+    conv2 = plain.get_layer("res_block_1_conv2")
+    conv2.set_weights([rng.normal(0, 0.1, w.shape).astype(np.float32) for w in conv2.get_weights()])
     scaled.set_weights(plain.get_weights())
     for a, b in zip(plain.get_weights(), scaled.get_weights()):
         np.testing.assert_array_equal(a, b)
