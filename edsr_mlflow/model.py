@@ -67,6 +67,31 @@ class PixelShuffle(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="edsr_mlflow")
+class BilinearUpsampling(keras.layers.Layer):
+    """``UpSampling2D(interpolation="bilinear")`` for inputs of any size.
+
+    Keras' layer computes the new size with Python checks that fail when height and width
+    are unknown while tracing, which whole-image inference at any size needs.
+    """
+
+    def __init__(self, factor: int, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        size = tf.shape(x)[1:3] * self.factor
+        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.factor
+        return (n, None if h is None else h * r, None if w is None else w * r, c)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="edsr_mlflow")
 class Scale(keras.layers.Layer):
     """Multiplies by a constant: EDSR's residual scaling, which stabilises wide models."""
 
@@ -100,9 +125,10 @@ def _transpose_stage(x, filters: int, factor: int, name: str, dtype):
 
 def _resize_then_conv(interpolation: str):
     def stage(x, filters: int, factor: int, name: str, dtype):
-        x = keras.layers.UpSampling2D(
-            factor, interpolation=interpolation, name=f"{name}_{interpolation}", dtype=dtype
-        )(x)
+        if interpolation == "bilinear":
+            x = BilinearUpsampling(factor, name=f"{name}_bilinear", dtype=dtype)(x)
+        else:
+            x = keras.layers.UpSampling2D(factor, interpolation=interpolation, name=f"{name}_{interpolation}", dtype=dtype)(x)
         return _conv(filters, f"{name}_conv", dtype)(x)
 
     return stage

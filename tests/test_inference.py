@@ -137,3 +137,12 @@ def test_comparison_strip_of_a_small_image_uses_the_whole_image(pairs):
     side = min(pair.lr_image.shape[:2]) * 2
     assert strip.shape[0] == side + visuals.LABEL_HEIGHT
     assert strip.shape[1] >= 4 * side
+
+
+@pytest.mark.parametrize("upsampler", sorted(model.UPSAMPLERS))
+def test_whole_image_inference_works_at_any_size_for_every_upsampler(upsampler):
+    """make_forward traces once for unknown height and width; every upsampler must allow it."""
+    upscale = inference.model_upscaler(model.build_edsr(4, blocks=1, filters=8, upsampler=upsampler))
+    for height, width in ((9, 13), (16, 7)):
+        lr_image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        assert upscale(lr_image).shape == (4 * height, 4 * width, 3)
