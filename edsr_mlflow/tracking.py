@@ -192,7 +192,7 @@ def log_keras_model(model: keras.Model, example_lr_image: np.ndarray) -> None:
     """Logs the model as ``model`` with a signature that accepts any image size.
 
     Loading it back needs ``edsr_mlflow`` importable: ``import edsr_mlflow.model`` registers
-    its three small layers (NormalizeRGB, PixelShuffle, Scale) with Keras.
+    its small layers (NormalizeRGB, PixelShuffle, BilinearUpsampling, Scale) with Keras.
     """
     import mlflow.keras
     import tensorflow as tf
