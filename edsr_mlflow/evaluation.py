@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from .data import ImagePair
 from .inference import Upscaler, bicubic_upscaler
 from .metrics import ImageScore, mean_scores, score_image
@@ -81,6 +79,3 @@ def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tu
 def bicubic_set(pairs: list[ImagePair], scale: int) -> SetScores:
     return score_set(bicubic_upscaler(scale), pairs, scale)
 
-
-def mean_psnr(scores: tuple[ImageScore, ...]) -> float:
-    return float(np.mean([s.psnr for s in scores]))

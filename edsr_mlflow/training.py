@@ -119,12 +119,11 @@ class _EpochTraining(keras.callbacks.Callback):
     """Times training steps, drives the learning rate and the time budget, validates, checks
     for NaN and writes the checkpoint: everything an epoch needs before the caller logs it."""
 
-    def __init__(self, config: TrainConfig, state: TrainState, val_pairs, bicubic_scores, checkpoint_dir: Path):
+    def __init__(self, config: TrainConfig, state: TrainState, val_pairs, checkpoint_dir: Path):
         super().__init__()
         self.config = config
         self.state = state
         self.val_pairs = val_pairs
-        self.bicubic_scores = bicubic_scores
         self.checkpoint_dir = checkpoint_dir
         self.stop_reason = "epochs"
         self._learning_rate = None
@@ -214,7 +213,7 @@ def train(
     state = state or TrainState()
     bicubic = score_upscaler(bicubic_upscaler(config.scale), sr_data.val_pairs, config.scale)
     bicubic_means = mean_scores(bicubic)
-    epoch_training = _EpochTraining(config, state, sr_data.val_pairs, bicubic, checkpoint_dir)
+    epoch_training = _EpochTraining(config, state, sr_data.val_pairs, checkpoint_dir)
     batches = sr_data_module.training_batches(
         sr_data.train_images,
         scale=config.scale,
