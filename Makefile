@@ -6,14 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: setup demo test ui clean
+.PHONY: setup demo test ui server server-stop clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,server]'
 	touch $@
 
 # A short run on the sample images that ship with scikit-image: no download, a few minutes on a laptop CPU.
@@ -28,6 +28,13 @@ test: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+# The team's tracking server: PostgreSQL backend, artifacts served over HTTP (see README).
+server: setup
+	MLFLOW=$(abspath $(BIN))/mlflow scripts/tracking_server.sh start
+
+server-stop:
+	scripts/tracking_server.sh stop
 
 clean:
 	rm -rf $(VENV) mlflow.db mlartifacts checkpoints .pytest_cache

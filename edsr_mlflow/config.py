@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from . import model
+from . import distribute, model
 from .errors import ConfigError
 
 
@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 42
     precision: str = "float32"
     time_budget_s: float = 0.0
+    strategy: str = "default"
 
     def __post_init__(self):
         model.check_upsampler(self.upsampler)
@@ -47,6 +48,10 @@ class TrainConfig:
         model.check_positive("learning_rate", self.learning_rate, kind=float)
         if self.time_budget_s < 0:
             raise ConfigError(f"time_budget_s must be >= 0 (0 = no budget), got {self.time_budget_s}")
+        distribute.check_strategy(self.strategy)
+        if self.strategy == "multiworker" and self.time_budget_s:
+            raise ConfigError("time_budget_s cannot be used with strategy multiworker (each host's clock would stop "
+                              "it at a different step); limit training with epochs and steps_per_epoch")
         if not self.dataset:
             raise ConfigError("dataset is empty: use 'div2k', 'sample' or a directory of HR images")
 

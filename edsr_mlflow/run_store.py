@@ -23,9 +23,9 @@ from mlflow.exceptions import MlflowException
 
 from .errors import TrackingError, UserError
 
-# The tag ``tracking.training_run`` writes (tracking.KIND_TAG; a test keeps them equal).
-# Repeated here because importing ``tracking`` imports TensorFlow.
+# What kind of run a run is ("train", "evaluate", "sweep", "comparison"); ``tracking`` writes it.
 KIND_TAG = "edsr_mlflow.kind"
+SWEEP_TAG = "sweep_name"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 SAMPLES_FOLDER = "samples"
 RUN_ID_PATTERN = re.compile(r"[0-9a-zA-Z_-]{1,64}")
@@ -185,3 +185,27 @@ def log_files(paths: list[Path], artifact_path: str | None = None) -> None:
     """Logs each file under ``artifact_path`` (None: the artifact root) of the active run."""
     for path in paths:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def sweep_parent_ids(name: str, experiment_id: str) -> list[str]:
+    """Parent runs of the sweep called ``name``, newest first."""
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.{SWEEP_TAG} = '{name}'",
+        order_by=["attributes.start_time DESC"], output_format="list",
+    )
+    return [r.info.run_id for r in runs]
+
+
+def sweep_children(name: str, experiment_id: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(run id, status, params) of every training run under any parent of sweep ``name``."""
+    children = []
+    for parent_id in sweep_parent_ids(name, experiment_id):
+        runs = mlflow.search_runs(
+            experiment_ids=[experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list",
+        )
+        children += [(r.info.run_id, r.info.status, r.data.params) for r in runs]
+    return children

@@ -20,6 +20,7 @@ import keras
 import mlflow
 import numpy as np
 
+from . import run_store
 from .config import TrainConfig
 from .data import DatasetInfo
 from .errors import TrackingError
@@ -27,7 +28,7 @@ from .errors import TrackingError
 log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_time_ms", "patches_per_s", "learning_rate")
-KIND_TAG = "edsr_mlflow.kind"
+KIND_TAG = run_store.KIND_TAG
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
@@ -47,8 +48,12 @@ def check_tracking_server(uri: str | None = None, timeout_s: float = 5.0) -> str
     if parsed.scheme in ("http", "https"):
         import requests
 
+        base = uri.rstrip("/")
         try:
-            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+            response = requests.get(base + "/health", timeout=timeout_s)
+            if response.ok:  # /health is open to all; an API call shows whether we may log
+                response = requests.get(base + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                                        auth=_basic_auth(), timeout=timeout_s)
         except requests.RequestException as error:
             reason = type(error).__name__
             raise TrackingError(
@@ -56,17 +61,22 @@ def check_tracking_server(uri: str | None = None, timeout_s: float = 5.0) -> str
                 "(mlflow server --host 127.0.0.1 --port 5000) or unset MLFLOW_TRACKING_URI to log to sqlite:///mlflow.db"
             ) from None
         if response.status_code in (401, 403):
-            raise TrackingError(
-                f"the MLflow tracking server at {uri} refused access (HTTP {response.status_code}); "
-                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
-            )
+            fix = ("check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" if _basic_auth()
+                   else "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+            raise TrackingError(f"the MLflow tracking server at {uri} refused access (HTTP {response.status_code}); {fix}")
         if response.status_code >= 400:
-            raise TrackingError(f"the MLflow tracking server at {uri} answered HTTP {response.status_code} on /health; check the server's log")
+            raise TrackingError(f"the MLflow tracking server at {uri} answered HTTP {response.status_code}; check the server's log")
     elif parsed.scheme == "sqlite":
         path = Path(uri.split("sqlite:///", 1)[-1])
         if path.parent and not path.parent.exists():
             raise TrackingError(f"the folder of the tracking database {path} does not exist; create it or set MLFLOW_TRACKING_URI")
     return uri
+
+
+def _basic_auth() -> tuple[str, str] | None:
+    """The credentials MLflow's client sends to a server with basic authentication."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, password) if user and password else None
 
 
 def git_commit() -> str | None:
@@ -81,16 +91,41 @@ def git_commit() -> str | None:
         return None
 
 
+def _lost_connection(error: BaseException) -> bool:
+    """Whether ``error`` says the tracking server stopped answering (after MLflow's retries)."""
+    import requests
+
+    if isinstance(error, requests.RequestException):
+        return True
+    return isinstance(error, mlflow.exceptions.MlflowException) and "API request to" in str(error) and (
+        "Max retries exceeded" in str(error) or "Connection" in str(error)
+    )
+
+
 @contextlib.contextmanager
-def closing_run(run: mlflow.ActiveRun):
-    """Ends ``run`` FINISHED, FAILED on an exception, KILLED on Ctrl-C; re-raises."""
+def closing_run(run: mlflow.ActiveRun, resume_hint: str = ""):
+    """Ends ``run`` FINISHED, FAILED on an exception, KILLED on Ctrl-C; re-raises.
+
+    If the tracking server went away, the run cannot be closed there: a one-line
+    :class:`TrackingError` says so, with ``resume_hint`` (how to carry on once it is back).
+    """
     try:
         yield run
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as error:
+        try:
+            mlflow.end_run("FAILED")
+        except Exception as end_error:  # noqa: BLE001  the server is gone: say so below
+            if not _lost_connection(end_error):
+                raise
+            error = end_error
+        if _lost_connection(error):
+            raise TrackingError(
+                f"lost the MLflow tracking server at {tracking_uri()} during run {run.info.run_id}; "
+                + (resume_hint or "check the server and its log")
+            ) from None
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -124,7 +159,9 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
         run_id=resume_run_id, run_name=None if resume_run_id else config.run_name,
         parent_run_id=parent_run_id, tags=tags, log_system_metrics=True,
     )
-    with closing_run(run):
+    hint = (f"training is checkpointed: when the server is back, run `edsr-mlflow train --resume {run.info.run_id}` "
+            "(with the same --checkpoint-dir)")
+    with closing_run(run, resume_hint=hint):
         # Inside `mlflow run`, MLflow has already logged the entry point's parameters (as
         # the strings it substituted, e.g. '' for an empty value); params cannot change.
         logged = mlflow.get_run(run.info.run_id).data.params
@@ -293,9 +330,6 @@ def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object
 
 # ---------------------------------------------------------------- sweeps
 
-SWEEP_TAG = "sweep_name"
-
-
 def _experiment_id(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     return experiment.experiment_id if experiment else mlflow.create_experiment(name)
@@ -311,33 +345,12 @@ def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
         experiment_id = mlflow.get_run(run_id).info.experiment_id
     else:
         experiment_id = _experiment_id(experiment)
-        earlier = sweep_parent_ids(name, experiment_id)
+        earlier = run_store.sweep_parent_ids(name, experiment_id)
         run_id = earlier[0] if earlier else None
     run = mlflow.start_run(
         run_id=run_id, experiment_id=None if run_id else experiment_id,
-        run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: "sweep", SWEEP_TAG: name},
+        run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: "sweep", run_store.SWEEP_TAG: name},
     )
     with closing_run(run):
         mlflow.log_params({k: v for k, v in params.items() if k not in mlflow.get_run(run.info.run_id).data.params})
         yield run
-
-
-def sweep_parent_ids(name: str, experiment_id: str) -> list[str]:
-    """Parent runs of the sweep called ``name``, newest first."""
-    runs = mlflow.search_runs(
-        experiment_ids=[experiment_id],
-        filter_string=f"tags.{KIND_TAG} = 'sweep' and tags.{SWEEP_TAG} = '{name}'",
-        order_by=["attributes.start_time DESC"], output_format="list",
-    )
-    return [r.info.run_id for r in runs]
-
-
-def sweep_children(name: str, experiment_id: str) -> list[tuple[str, str, dict[str, str]]]:
-    """(run id, status, params) of every training run under any parent of sweep ``name``."""
-    children = []
-    for parent_id in sweep_parent_ids(name, experiment_id):
-        runs = mlflow.search_runs(
-            experiment_ids=[experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list",
-        )
-        children += [(r.info.run_id, r.info.status, r.data.params) for r in runs]
-    return children

@@ -8,6 +8,7 @@ caller's callbacks. A resumed run therefore never repeats or skips an epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -65,19 +66,25 @@ def learning_rate_at(progress: float, base_learning_rate: float) -> float:
     return base_learning_rate * 0.5 ** sum(progress >= f for f in HALVING_FRACTIONS)
 
 
-def build_model(config: TrainConfig) -> keras.Model:
-    """A freshly initialised, compiled EDSR for ``config`` (L1 loss, Adam as in the paper)."""
-    keras.utils.set_random_seed(config.seed)
-    model = build_edsr(
-        scale=config.scale,
-        blocks=config.blocks,
-        filters=config.filters,
-        res_scale=config.res_scale,
-        upsampler=config.upsampler,
-        precision=config.precision,
-    )
-    compile_model(model, config)
+def build_model(config: TrainConfig, strategy=None) -> keras.Model:
+    """A freshly initialised, compiled EDSR for ``config`` (L1 loss, Adam as in the paper),
+    its variables placed by ``strategy`` (a ``tf.distribute.Strategy``; None: the default)."""
+    keras.utils.set_random_seed(config.seed)  # every replica and worker starts from the same weights
+    with _scope(strategy):
+        model = build_edsr(
+            scale=config.scale,
+            blocks=config.blocks,
+            filters=config.filters,
+            res_scale=config.res_scale,
+            upsampler=config.upsampler,
+            precision=config.precision,
+        )
+        compile_model(model, config)
     return model
+
+
+def _scope(strategy):
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def compile_model(model: keras.Model, config: TrainConfig) -> None:
@@ -102,12 +109,13 @@ def save_checkpoint(model: keras.Model, state: TrainState, directory: Path) -> N
     os.replace(tmp_state, directory / STATE_FILE)
 
 
-def load_checkpoint(directory: Path) -> tuple[keras.Model, TrainState]:
-    """Loads the last checkpoint of a run (weights, optimizer, state)."""
+def load_checkpoint(directory: Path, strategy=None) -> tuple[keras.Model, TrainState]:
+    """Loads the last checkpoint of a run (weights, optimizer, state) under ``strategy``."""
     model_path, state_path = directory / CHECKPOINT_FILE, directory / STATE_FILE
     if not model_path.exists() or not state_path.exists():
         raise UserError(f"no checkpoint in {directory}: the run never finished an epoch here; start a new run instead of resuming")
-    model = keras.models.load_model(model_path, safe_mode=True)
+    with _scope(strategy):
+        model = keras.models.load_model(model_path, safe_mode=True)
     raw = json.loads(state_path.read_text())
     return model, TrainState(epoch=raw["epoch"], train_time_s=raw["train_time_s"], history=raw["history"])
 
@@ -188,6 +196,16 @@ class _EpochTraining(keras.callbacks.Callback):
 # ---------------------------------------------------------------- training
 
 
+def _every_worker_builds_the_same_batches():
+    """Distributed training splits each global batch between replicas: every worker builds the
+    same seeded batches and keeps its share (DATA sharding; there are no files to shard)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
 def train(
     config: TrainConfig,
     model: keras.Model,
@@ -197,6 +215,7 @@ def train(
     state: TrainState | None = None,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
     verbose: int | None = None,
+    strategy=None,
 ) -> TrainResult:
     """Trains ``model`` (fresh from :func:`build_model`, or from :func:`load_checkpoint`).
 
@@ -205,6 +224,7 @@ def train(
         callbacks: run after validation and checkpointing each epoch, so their ``logs``
             hold every metric of the epoch (``train_loss``, ``val_psnr``, ``step_time_ms``...).
         verbose: Keras verbosity; default a progress bar on a terminal, a line per epoch otherwise.
+        strategy: the ``tf.distribute.Strategy`` the model was built under (None: the default).
 
     Returns:
         the trained model, its state (per-epoch metrics, training time) and the bicubic
@@ -220,20 +240,24 @@ def train(
         patch_size=config.patch_size,
         batch_size=config.batch_size,
         seed=config.seed + state.epoch,  # a resumed run does not replay the same patches
-    )
+    ).with_options(_every_worker_builds_the_same_batches())
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     time_left = not config.time_budget_s or state.train_time_s < config.time_budget_s
     if state.epoch < config.epochs and time_left:
-        model.fit(
-            batches,
-            epochs=config.epochs,
-            initial_epoch=state.epoch,
-            steps_per_epoch=config.steps_per_epoch,
-            callbacks=[epoch_training, *callbacks],
-            verbose=verbose,
-            shuffle=False,  # the pipeline shuffles, seeded
-        )
+        all_callbacks = [epoch_training, *callbacks]
+        if _is_multiworker(strategy):
+            _fit_multiworker(model, batches, strategy, config, all_callbacks, initial_epoch=state.epoch, verbose=verbose)
+        else:
+            model.fit(
+                batches,
+                epochs=config.epochs,
+                initial_epoch=state.epoch,
+                steps_per_epoch=config.steps_per_epoch,
+                callbacks=all_callbacks,
+                verbose=verbose,
+                shuffle=False,  # the pipeline shuffles, seeded
+            )
     return TrainResult(
         model=model,
         state=state,
@@ -241,3 +265,60 @@ def train(
         bicubic_val_ssim=bicubic_means["ssim"],
         stop_reason=epoch_training.stop_reason if time_left else "time_budget",
     )
+
+
+# ---------------------------------------------------------------- several hosts
+
+
+def _is_multiworker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _fit_multiworker(model, batches, strategy, config: TrainConfig, callbacks, *, initial_epoch: int, verbose: int) -> None:
+    """``model.fit`` for ``MultiWorkerMirroredStrategy``, which Keras 3's own ``fit`` cannot run
+    (keras-team/keras#20585: it fails reducing the first batch). The same training as an
+    explicit ``tf.distribute`` loop: L1 loss averaged over the global batch, the model's
+    optimizer, the same callbacks called at the same points."""
+    step = _distributed_train_step(model, strategy, config)
+    iterator = iter(strategy.experimental_distribute_dataset(batches))
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, model=model, add_progbar=verbose != 0, verbose=verbose, epochs=config.epochs, steps=config.steps_per_epoch,
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, config.epochs):
+        callback_list.on_epoch_begin(epoch)
+        losses = []
+        for batch in range(config.steps_per_epoch):
+            callback_list.on_train_batch_begin(batch)
+            losses.append(float(step(iterator)))
+            callback_list.on_train_batch_end(batch, {"loss": sum(losses) / len(losses)})
+            if model.stop_training:
+                break
+        callback_list.on_epoch_end(epoch, {"loss": sum(losses) / len(losses)})
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+
+
+def _distributed_train_step(model, strategy, config: TrainConfig):
+    import tensorflow as tf
+
+    def replica_step(lr_batch, hr_batch):
+        with tf.GradientTape() as tape:
+            sr_batch = tf.cast(model(lr_batch, training=True), tf.float32)
+            per_patch = tf.reduce_mean(tf.abs(tf.cast(hr_batch, tf.float32) - sr_batch), axis=[1, 2, 3])
+            loss = tf.nn.compute_average_loss(per_patch, global_batch_size=config.batch_size)
+            scaled = model.optimizer.scale_loss(loss)  # loss scaling under mixed_float16; identity otherwise
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    @tf.function(jit_compile=config.precision == "mixed_bfloat16")
+    def step(iterator):
+        per_replica = strategy.run(replica_step, args=next(iterator))
+        return strategy.reduce("SUM", per_replica, axis=None)
+
+    return step

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, images, sweep, tracking, training
+from . import data, distribute, images, run_store, sweep, tracking, training
 from .config import TrainConfig
 from .errors import UserError
 from .evaluation import SetScores, score_set
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    run_id: str
+    run_id: str | None  # None for a non-chief worker, which logs nothing
     result: training.TrainResult
     final_metrics: dict[str, float]
 
@@ -66,28 +66,33 @@ def train_run(
     no run behind. With ``resume_run_id`` the run's own params are used, its last checkpoint
     (``checkpoint_root/<run_id>``) is loaded and training continues in the same run.
     """
-    tracking.check_tracking_server()
-    if resume_run_id:
+    if resume_run_id:  # the run's own params, strategy included
+        tracking.check_tracking_server()
         config = TrainConfig.from_params(tracking.run_params(resume_run_id))
-    sr_data = data.load_sr_data(
-        config.dataset, config.scale, config.patch_size,
-        val_dataset=config.val_dataset or None, cache_dir=checkpoint_root / "cache",
-    )
+        if config.strategy == "multiworker":
+            raise UserError(f"run {resume_run_id} trained on several hosts; resuming it is not supported: start a new run")
+    strategy = distribute.make_strategy(config.strategy)  # before any other TensorFlow op
+    distribute.check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
+    if not distribute.is_chief(config.strategy):
+        return _train_as_worker(config, strategy, checkpoint_root, verbose)
+    tracking.check_tracking_server()
+    sr_data = _load_training_data(config, checkpoint_root)
     with tracking.training_run(config, resume_run_id=resume_run_id, experiment=experiment, parent_run_id=parent_run_id) as run:
         run_id = run.info.run_id
         checkpoint_dir = checkpoint_root / run_id
         if resume_run_id:
-            model, state = training.load_checkpoint(checkpoint_dir)
+            model, state = training.load_checkpoint(checkpoint_dir, strategy)
             tracking.log_epoch_history(state.history, skip=tracking.logged_epochs(run_id))
         else:
             if (checkpoint_dir / training.STATE_FILE).exists():
                 raise UserError(f"{checkpoint_dir} already holds a checkpoint; resume it with --resume {run_id}")
             tracking.log_datasets(sr_data.train_info, sr_data.val_info)
-            model, state = training.build_model(config), None
+            model, state = training.build_model(config, strategy), None
             tracking.log_model_facts(model.count_params(), macs_per_lr_pixel(model))
+            tracking.set_tags({"replicas": str(strategy.num_replicas_in_sync)})
         result = training.train(
             config, model, sr_data, checkpoint_dir, state=state,
-            callbacks=(tracking.EpochLogger(),), verbose=verbose,
+            callbacks=(tracking.EpochLogger(),), verbose=verbose, strategy=strategy,
         )
         metrics = final_metrics(result)
         tracking.log_final_metrics(metrics)
@@ -95,6 +100,24 @@ def train_run(
         tracking.log_visual_samples(visual_samples(sr_data.val_pairs, model_upscaler(model), config.scale))
         tracking.log_keras_model(model, example_lr_crop(sr_data.val_pairs))
     return TrainOutcome(run_id, result, metrics)
+
+
+def _load_training_data(config: TrainConfig, checkpoint_root: Path) -> data.SRData:
+    return data.load_sr_data(
+        config.dataset, config.scale, config.patch_size,
+        val_dataset=config.val_dataset or None, cache_dir=checkpoint_root / "cache",
+    )
+
+
+def _train_as_worker(config: TrainConfig, strategy, checkpoint_root: Path, verbose: int | None) -> TrainOutcome:
+    """A non-chief worker of a multi-worker cluster: trains in step with the chief (gradients
+    are all-reduced every step) and touches no tracking store; its checkpoints go to
+    ``checkpoint_root/<task type>-<index>``."""
+    task_type, index, _ = distribute.cluster_task()
+    sr_data = _load_training_data(config, checkpoint_root)
+    model = training.build_model(config, strategy)
+    result = training.train(config, model, sr_data, checkpoint_root / f"{task_type}-{index}", verbose=verbose, strategy=strategy)
+    return TrainOutcome(None, result, final_metrics(result))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -247,7 +270,7 @@ def sweep_run(
         parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
         finished = {
             sweep.config_key(p): run_id
-            for run_id, status, p in tracking.sweep_children(definition.name, experiment_id)
+            for run_id, status, p in run_store.sweep_children(definition.name, experiment_id)
             if status == "FINISHED" and all(name in p for name in sweep.CONFIG_FIELDS)
         }
         log_dir = output_dir / "sweeps" / definition.name

@@ -40,3 +40,29 @@ def tiny_params():
         dataset="sample", blocks=1, filters=8, patch_size=16, batch_size=4,
         epochs=2, steps_per_epoch=3, learning_rate=1e-3, seed=1,
     )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_backend(request, tmp_path):
+    """The backend store of a test tracking server: a SQLite file, or a fresh PostgreSQL database."""
+    from servers import postgres_database
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'server.db'}"
+    else:
+        with postgres_database() as uri:
+            yield uri
+
+
+@pytest.fixture
+def mlflow_server(server_backend, tmp_path, monkeypatch):
+    """A real `mlflow server` on 127.0.0.1 serving artifacts; MLFLOW_TRACKING_URI points at it."""
+    from servers import start_mlflow_server, stop_mlflow_server
+
+    server, uri = start_mlflow_server(server_backend, tmp_path / "artifacts", log_file=tmp_path / "server.log")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    try:
+        yield uri
+    finally:
+        stop_mlflow_server(server)

@@ -161,41 +161,6 @@ def test_resume_after_a_crash_logs_each_epoch_exactly_once(tracking_store, tiny_
     assert_complete_training_run(run, config)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path, monkeypatch):
-    """A real `mlflow server` on 127.0.0.1 with a temporary backend and artifact store."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        import requests
-
-        for _ in range(240):
-            try:
-                if requests.get(f"{uri}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_a_run_lands_on_a_real_tracking_server(mlflow_server, tmp_path, monkeypatch, tiny_params):
     monkeypatch.chdir(tmp_path)

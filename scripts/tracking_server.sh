@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The team's MLflow tracking server: PostgreSQL as the backend store, artifacts served by the
+# server itself (so clients need no access to the artifact storage).
+#
+#   scripts/tracking_server.sh postgres   start PostgreSQL (installing Debian's package if missing),
+#                                         create the role and database, print the backend store URI
+#   scripts/tracking_server.sh start      postgres + `mlflow server` in the background; prints the
+#                                         MLFLOW_TRACKING_URI to export
+#   scripts/tracking_server.sh stop       stop the mlflow server this script started
+#
+# Settings (environment variables, defaults in brackets):
+#   EDSR_PG_USER [mlflow]  EDSR_PG_PASSWORD [mlflow]  EDSR_PG_DB [mlflow]  EDSR_PG_PORT [5432]
+#   EDSR_SERVER_HOST [127.0.0.1]  EDSR_SERVER_PORT [5000]  EDSR_SERVER_DIR [./server]
+#   EDSR_ARTIFACTS [$EDSR_SERVER_DIR/artifacts]: a folder, or s3://bucket/prefix for S3-compatible
+#       storage (then set MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+#       pip install boto3 where the server runs)
+#   EDSR_AUTH [0]: 1 adds MLflow's basic authentication (--app-name basic-auth; see README)
+#   MLFLOW [mlflow]: the mlflow executable
+set -euo pipefail
+
+PG_USER=${EDSR_PG_USER:-mlflow}
+PG_PASSWORD=${EDSR_PG_PASSWORD:-mlflow}
+PG_DB=${EDSR_PG_DB:-mlflow}
+PG_PORT=${EDSR_PG_PORT:-5432}
+HOST=${EDSR_SERVER_HOST:-127.0.0.1}
+PORT=${EDSR_SERVER_PORT:-5000}
+SERVER_DIR=${EDSR_SERVER_DIR:-server}
+ARTIFACTS=${EDSR_ARTIFACTS:-$SERVER_DIR/artifacts}
+MLFLOW=${MLFLOW:-mlflow}
+
+say() { echo "tracking_server: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$*"; else sudo -u postgres sh -c "$*"; fi; }
+
+backend_uri() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"; }
+
+ensure_postgres_installed() {
+    command -v pg_lsclusters >/dev/null && [ -n "$(pg_lsclusters -h 2>/dev/null)" ] && return
+    command -v apt-get >/dev/null || die "PostgreSQL is not installed and this is not a Debian/Ubuntu machine: install PostgreSQL, then run again"
+    say "installing PostgreSQL from the Debian packages"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+}
+
+start_postgres() {
+    ensure_postgres_installed
+    local version cluster status
+    read -r version cluster _ status _ < <(pg_lsclusters -h | awk -v port="$PG_PORT" '$3 == port' | head -n1)
+    [ -n "${version:-}" ] || die "no PostgreSQL cluster on port $PG_PORT (see pg_lsclusters); set EDSR_PG_PORT"
+    if [ "$status" != online ]; then
+        say "starting PostgreSQL $version/$cluster on port $PG_PORT"
+        as_root pg_ctlcluster "$version" "$cluster" start
+    fi
+    # A role that may create databases (the tests make a throw-away one each), and its database.
+    as_postgres "psql -p $PG_PORT -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'\"" | grep -q 1 ||
+        as_postgres "psql -p $PG_PORT -qc \"CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD'\""
+    as_postgres "psql -p $PG_PORT -qtAc \"SELECT 1 FROM pg_database WHERE datname = '$PG_DB'\"" | grep -q 1 ||
+        as_postgres "createdb -p $PG_PORT -O $PG_USER $PG_DB"
+}
+
+start_server() {
+    start_postgres
+    mkdir -p "$SERVER_DIR"
+    [[ "$ARTIFACTS" == *://* ]] || mkdir -p "$ARTIFACTS"
+    if [ -f "$SERVER_DIR/mlflow.pid" ] && kill -0 "$(cat "$SERVER_DIR/mlflow.pid")" 2>/dev/null; then
+        say "already running (pid $(cat "$SERVER_DIR/mlflow.pid"))"
+    else
+        local auth=()
+        if [ "${EDSR_AUTH:-0}" = 1 ]; then
+            auth=(--app-name basic-auth)
+            # Users live in their own database, next to the runs.
+            export MLFLOW_AUTH_CONFIG_PATH="$SERVER_DIR/basic_auth.ini"
+            [ -f "$MLFLOW_AUTH_CONFIG_PATH" ] || cat >"$MLFLOW_AUTH_CONFIG_PATH" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = $(backend_uri)
+admin_username = admin
+admin_password = ${EDSR_ADMIN_PASSWORD:-password1234}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
+        fi
+        say "starting mlflow server on $HOST:$PORT (log: $SERVER_DIR/mlflow.log)"
+        nohup "$MLFLOW" server --host "$HOST" --port "$PORT" \
+            --backend-store-uri "$(backend_uri)" --serve-artifacts --artifacts-destination "$ARTIFACTS" \
+            "${auth[@]}" >"$SERVER_DIR/mlflow.log" 2>&1 &
+        echo $! >"$SERVER_DIR/mlflow.pid"
+        for _ in $(seq 120); do
+            curl -fsS "http://$HOST:$PORT/health" >/dev/null 2>&1 && break
+            kill -0 "$(cat "$SERVER_DIR/mlflow.pid")" 2>/dev/null || die "mlflow server exited; see $SERVER_DIR/mlflow.log"
+            sleep 1
+        done
+        curl -fsS "http://$HOST:$PORT/health" >/dev/null || die "mlflow server did not answer in 120 s; see $SERVER_DIR/mlflow.log"
+    fi
+    echo "export MLFLOW_TRACKING_URI=http://$HOST:$PORT"
+}
+
+stop_server() {
+    [ -f "$SERVER_DIR/mlflow.pid" ] || die "no $SERVER_DIR/mlflow.pid: nothing this script started"
+    # `mlflow server` runs its workers as children: stop the whole group.
+    pkill -TERM -P "$(cat "$SERVER_DIR/mlflow.pid")" 2>/dev/null || true
+    kill "$(cat "$SERVER_DIR/mlflow.pid")" 2>/dev/null || true
+    rm -f "$SERVER_DIR/mlflow.pid"
+    say "stopped"
+}
+
+case "${1:-}" in
+    postgres) start_postgres; backend_uri ;;
+    start) start_server ;;
+    stop) stop_server ;;
+    *) die "usage: $0 postgres|start|stop" ;;
+esac

@@ -1,0 +1,141 @@
+"""A team's tracking server: parallel sweeps lose nothing (SQLite file and PostgreSQL-backed
+server), train/evaluate/compare work over HTTP with results readable by another process, and a
+server with basic authentication turns away a client without credentials in one line.
+
+PostgreSQL cases need EDSR_TEST_POSTGRES_URI (CI starts PostgreSQL and sets it); without it they
+skip and say so.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from edsr_mlflow import tracking
+from edsr_mlflow.config import TrainConfig
+from edsr_mlflow.errors import TrackingError
+from servers import postgres_database, start_mlflow_server, stop_mlflow_server
+from test_evaluate import write_images
+from test_train_command import assert_complete_training_run, cli_args
+
+UPSAMPLERS = ["subpixel", "transpose", "nearest", "bilinear"]
+
+
+def edsr_mlflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs the command line in a new process, as another user of the server would."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    return subprocess.run([sys.executable, "-m", "edsr_mlflow", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(params=["sqlite-file", "postgresql-server"])
+def parallel_store(request, tmp_path, monkeypatch):
+    """Where a parallel sweep logs: a SQLite file written by every process directly, or an
+    `mlflow server` over PostgreSQL."""
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    if request.param == "sqlite-file":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        yield
+        return
+    with postgres_database() as backend:
+        server, uri = start_mlflow_server(backend, tmp_path / "artifacts", log_file=tmp_path / "server.log")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        try:
+            yield
+        finally:
+            stop_mlflow_server(server)
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_loses_no_run_and_no_metric(parallel_store, tmp_path):
+    epochs = 3
+    grid = tmp_path / "parallel.yaml"
+    grid.write_text(yaml.safe_dump({
+        "name": "parallel", "experiment": "parallel-sweep",
+        "grid": {"upsampler": UPSAMPLERS},
+        "fixed": {"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4,
+                  "epochs": epochs, "steps_per_epoch": 2},
+    }))
+    done = edsr_mlflow("sweep", f"--grid={grid}", "--max-parallel=4", "--output-dir=out", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "4 trained, 0 already finished, 0 failed" in done.stdout
+
+    runs = mlflow.search_runs(experiment_names=["parallel-sweep"], output_format="list")
+    children = [r for r in runs if r.data.tags.get(tracking.KIND_TAG) == "train"]
+    assert sorted(r.data.params["upsampler"] for r in children) == sorted(UPSAMPLERS)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    client = mlflow.MlflowClient()
+    expected = len(UPSAMPLERS) * len(tracking.EPOCH_METRICS) * epochs
+    found = sum(len(client.get_metric_history(r.info.run_id, name)) for r in children for name in tracking.EPOCH_METRICS)
+    assert found == expected
+
+
+@pytest.mark.slow
+def test_train_evaluate_compare_over_http_on_postgresql(tmp_path, monkeypatch, tiny_params):
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # the run lasts seconds
+    with postgres_database() as backend:
+        server, uri = start_mlflow_server(backend, tmp_path / "artifacts", log_file=tmp_path / "server.log")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        try:
+            trained = edsr_mlflow("train", "--experiment=team", *cli_args(tiny_params), cwd=tmp_path)
+            assert trained.returncode == 0, trained.stderr[-3000:]
+            (run,) = mlflow.search_runs(experiment_names=["team"], output_format="list")
+            photos = write_images(tmp_path / "photos", count=2, size=40)
+            evaluated = edsr_mlflow("evaluate", f"--model=runs:/{run.info.run_id}/model", f"--dataset={photos}", cwd=tmp_path)
+            assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+            compared = edsr_mlflow("compare", "--experiment=team", "--output-dir=comparison", cwd=tmp_path)
+            assert compared.returncode == 0, compared.stderr[-3000:]
+
+            # Everything is read back here, in another process than the ones that wrote it.
+            run = mlflow.get_run(run.info.run_id)
+            assert_complete_training_run(run, TrainConfig(**tiny_params))  # params, metrics, samples, model
+            assert run.data.metrics["eval_photos_psnr"] > 0
+            assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval")] == ["eval/photos_x2.csv"]
+            comparisons = [r for r in mlflow.search_runs(experiment_names=["team"], output_format="list")
+                           if r.data.tags.get(tracking.KIND_TAG) == "comparison"]
+            assert len(comparisons) == 1
+            local = mlflow.artifacts.download_artifacts(run_id=comparisons[0].info.run_id, dst_path=str(tmp_path / "got"))
+            assert (Path(local) / "findings.csv").read_text().count("\n") == 2  # header + one configuration
+        finally:
+            stop_mlflow_server(server)
+
+
+@pytest.mark.slow
+def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkeypatch):
+    config = configparser.ConfigParser()
+    config["mlflow"] = {
+        "default_permission": "READ",
+        "database_uri": f"sqlite:///{tmp_path / 'users.db'}",
+        "admin_username": "admin",
+        "admin_password": "password1234",
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+    with open(tmp_path / "auth.ini", "w") as ini:
+        config.write(ini)
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
+    server, uri = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts",
+                                      extra_args=("--app-name", "basic-auth"), env=env, log_file=tmp_path / "server.log")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        refused = edsr_mlflow("train", "--dataset=sample", cwd=tmp_path)
+        assert refused.returncode == 3
+        assert refused.stderr.strip() == (f"error: the MLflow tracking server at {uri} refused access (HTTP 401); "
+                                          "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(TrackingError, match="refused access .*check MLFLOW_TRACKING_USERNAME"):
+            tracking.check_tracking_server()
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "password1234")
+        assert tracking.check_tracking_server() == uri
+    finally:
+        stop_mlflow_server(server)
