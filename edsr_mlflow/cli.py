@@ -15,10 +15,31 @@ from pathlib import Path
 
 import click
 
-from .config import TrainConfig
-from .distribute import STRATEGIES
-from .errors import UserError
-from .model import PRECISIONS, SUPPORTED_SCALES, UPSAMPLERS
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with stderr muted: on a machine without CUDA it prints lines that no
+    log level silences (they come before its logging starts), and an error here must stay one
+    line. An import failure still raises, with its traceback, once stderr is back."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()  # before the imports below, which load Keras
+
+from .config import TrainConfig  # noqa: E402
+from .distribute import STRATEGIES  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .model import PRECISIONS, SUPPORTED_SCALES, UPSAMPLERS  # noqa: E402
 
 DEFAULTS = TrainConfig()
 
@@ -41,11 +62,6 @@ class WholeNumber(click.ParamType):
 
 
 INT = WholeNumber()
-
-
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
 
 def _bound_http_retries() -> None:
@@ -85,7 +101,6 @@ def main():
     Runs go to MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); browse them with
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
-    _quiet_tensorflow()
     _bound_http_retries()
 
 
@@ -126,7 +141,8 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
         f"run {outcome.run_id} ({config.run_name}): val PSNR {outcome.result.final_val_psnr:.2f} dB, "
         f"{m['val_psnr_gain']:+.2f} dB over bicubic, {m['train_time_s']:.0f} s of training"
     )
-    click.echo("browse it: mlflow ui --backend-store-uri " + _tracking_uri_for_ui())
+    uri = _tracking_uri_for_ui()
+    click.echo(f"browse it: open {uri}" if uri.startswith(("http://", "https://")) else f"browse it: mlflow ui --backend-store-uri {uri}")
 
 
 def _tracking_uri_for_ui() -> str:

@@ -177,8 +177,16 @@ def start_comparison_run(experiment_id: str, params: dict[str, object]) -> mlflo
     ``params``. Inside ``mlflow run`` the run MLflow created is used (``MLFLOW_RUN_ID``), in
     the experiment MLflow chose for it. Close it with ``tracking.closing_run``."""
     run = mlflow.start_run(experiment_id=experiment_id, run_name="comparison", tags={KIND_TAG: "comparison"})
-    mlflow.log_params(params)
+    log_new_params(run.info.run_id, params)
     return run
+
+
+def log_new_params(run_id: str, params: dict[str, object]) -> None:
+    """Logs the params the run lacks. Inside ``mlflow run``, MLflow has already logged the entry
+    point's parameters (as the strings it substituted, e.g. ``''`` for an empty value), and a
+    logged param cannot change."""
+    logged = mlflow.MlflowClient().get_run(run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
 
 
 def log_files(paths: list[Path], artifact_path: str | None = None) -> None:

@@ -162,10 +162,7 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
     hint = (f"training is checkpointed: when the server is back, run `edsr-mlflow train --resume {run.info.run_id}` "
             "(with the same --checkpoint-dir)")
     with closing_run(run, resume_hint=hint):
-        # Inside `mlflow run`, MLflow has already logged the entry point's parameters (as
-        # the strings it substituted, e.g. '' for an empty value); params cannot change.
-        logged = mlflow.get_run(run.info.run_id).data.params
-        mlflow.log_params({k: v for k, v in config.as_params().items() if k not in logged})
+        run_store.log_new_params(run.info.run_id, config.as_params())
         yield run
 
 
@@ -352,5 +349,5 @@ def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
         run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: "sweep", run_store.SWEEP_TAG: name},
     )
     with closing_run(run):
-        mlflow.log_params({k: v for k, v in params.items() if k not in mlflow.get_run(run.info.run_id).data.params})
+        run_store.log_new_params(run.info.run_id, params)
         yield run

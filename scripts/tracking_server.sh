@@ -14,7 +14,8 @@
 #   EDSR_ARTIFACTS [$EDSR_SERVER_DIR/artifacts]: a folder, or s3://bucket/prefix for S3-compatible
 #       storage (then set MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
 #       pip install boto3 where the server runs)
-#   EDSR_AUTH [0]: 1 adds MLflow's basic authentication (--app-name basic-auth; see README)
+#   EDSR_AUTH [0]: 1 adds MLflow's basic authentication (--app-name basic-auth; see README), with
+#       EDSR_ADMIN_PASSWORD the first admin's password (required then)
 #   MLFLOW [mlflow]: the mlflow executable
 set -euo pipefail
 
@@ -69,15 +70,19 @@ start_server() {
     else
         local auth=()
         if [ "${EDSR_AUTH:-0}" = 1 ]; then
+            [ -n "${EDSR_ADMIN_PASSWORD:-}" ] || die "EDSR_AUTH=1 needs EDSR_ADMIN_PASSWORD, the password of the server's first admin user"
             auth=(--app-name basic-auth)
             # Users live in their own database, next to the runs.
             export MLFLOW_AUTH_CONFIG_PATH="$SERVER_DIR/basic_auth.ini"
+            # Flask's CSRF protection needs a fixed secret; kept beside the config, made once.
+            [ -f "$SERVER_DIR/secret_key" ] || (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SERVER_DIR/secret_key")
+            export MLFLOW_FLASK_SERVER_SECRET_KEY="${MLFLOW_FLASK_SERVER_SECRET_KEY:-$(cat "$SERVER_DIR/secret_key")}"
             [ -f "$MLFLOW_AUTH_CONFIG_PATH" ] || cat >"$MLFLOW_AUTH_CONFIG_PATH" <<EOF
 [mlflow]
 default_permission = READ
 database_uri = $(backend_uri)
 admin_username = admin
-admin_password = ${EDSR_ADMIN_PASSWORD:-password1234}
+admin_password = $EDSR_ADMIN_PASSWORD
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
         fi

@@ -61,6 +61,7 @@ def mlflow_server(server_backend, tmp_path, monkeypatch):
 
     server, uri = start_mlflow_server(server_backend, tmp_path / "artifacts", log_file=tmp_path / "server.log")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # runs here last seconds
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     try:
         yield uri

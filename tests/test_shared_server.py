@@ -115,12 +115,12 @@ def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkey
         "default_permission": "READ",
         "database_uri": f"sqlite:///{tmp_path / 'users.db'}",
         "admin_username": "admin",
-        "admin_password": "password1234",
+        "admin_password": "a-test-admin-password",
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
     }
     with open(tmp_path / "auth.ini", "w") as ini:
         config.write(ini)
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}
     server, uri = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts",
                                       extra_args=("--app-name", "basic-auth"), env=env, log_file=tmp_path / "server.log")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -135,7 +135,7 @@ def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkey
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
         with pytest.raises(TrackingError, match="refused access .*check MLFLOW_TRACKING_USERNAME"):
             tracking.check_tracking_server()
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "password1234")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "a-test-admin-password")
         assert tracking.check_tracking_server() == uri
     finally:
         stop_mlflow_server(server)
