@@ -222,11 +222,14 @@ def log_visual_samples(samples: list[tuple[str, np.ndarray]]) -> None:
         mlflow.log_image(image, artifact_file=f"samples/{Path(name).stem}.png")
 
 
-def log_keras_model(model: keras.Model, example_lr_image: np.ndarray) -> None:
+def log_keras_model(model: keras.Model) -> None:
     """Logs the model as ``model`` with a signature that accepts any image size.
 
-    Loading it back needs ``edsr_mlflow`` importable: ``import edsr_mlflow.model`` registers
-    its small layers (NormalizeRGB, PixelShuffle, BilinearUpsampling, Scale) with Keras.
+    No input example: MLflow would then validate serving by reloading the model and running
+    it, about a second per run (benchmarks/tracking_overhead.py); tests load and run every
+    logged model instead. Loading it back needs ``edsr_mlflow`` importable: ``import
+    edsr_mlflow.model`` registers its small layers (NormalizeRGB, PixelShuffle,
+    BilinearUpsampling, Scale) with Keras.
     """
     import mlflow.keras
     import tensorflow as tf
@@ -235,32 +238,11 @@ def log_keras_model(model: keras.Model, example_lr_image: np.ndarray) -> None:
 
     image_spec = TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), name=None)
     signature = ModelSignature(inputs=Schema([image_spec]), outputs=Schema([image_spec]))
-    with _model_dir_created_before_example():
-        mlflow.keras.log_model(
-            model, name="model", signature=signature,
-            input_example=example_lr_image[None].astype(np.float32),
-            # Inferring requirements reloads the model without this package's layers; name them.
-            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"],
-        )
-
-
-@contextlib.contextmanager
-def _model_dir_created_before_example():
-    """Works around mlflow/mlflow#16183 (open): ``mlflow.keras`` writes the input example
-    before creating the model folder, so ``log_model(..., input_example=...)`` fails."""
-    import mlflow.keras.save as keras_save
-
-    original = keras_save._save_example
-
-    def save_example(mlflow_model, input_example, path, *args, **kwargs):
-        os.makedirs(path, exist_ok=True)
-        return original(mlflow_model, input_example, path, *args, **kwargs)
-
-    keras_save._save_example = save_example
-    try:
-        yield
-    finally:
-        keras_save._save_example = original
+    mlflow.keras.log_model(
+        model, name="model", signature=signature,
+        # Inferring requirements reloads the model without this package's layers; name them.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"],
+    )
 
 
 def set_tags(tags: dict[str, str]) -> None:

@@ -14,8 +14,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import data, distribute, images, run_store, sweep, tracking, training
 from .config import TrainConfig
 from .errors import UserError
@@ -44,11 +42,6 @@ def final_metrics(result: training.TrainResult) -> dict[str, float]:
         "val_psnr_gain": result.final_val_psnr - result.bicubic_val_psnr,
         "epochs_completed": float(result.state.epoch),
     }
-
-
-def example_lr_crop(pairs: list[data.ImagePair], size: int = 16) -> np.ndarray:
-    """A small real LR crop, used as the logged model's input example."""
-    return pairs[0].lr_image[:size, :size]
 
 
 def train_run(
@@ -98,7 +91,7 @@ def train_run(
         tracking.log_final_metrics(metrics)
         tracking.set_tags({"stop_reason": result.stop_reason})
         tracking.log_visual_samples(visual_samples(sr_data.val_pairs, model_upscaler(model), config.scale))
-        tracking.log_keras_model(model, example_lr_crop(sr_data.val_pairs))
+        tracking.log_keras_model(model)
     return TrainOutcome(run_id, result, metrics)
 
 
