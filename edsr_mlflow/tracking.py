@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -169,7 +170,24 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
 def log_datasets(train_info: DatasetInfo, val_info: DatasetInfo) -> None:
     """Records which images a run trained and validated on (``mlflow.log_input``)."""
     for info, context in ((train_info, "training"), (val_info, "validation")):
-        mlflow.log_input(_as_mlflow_dataset(info), context=context)
+        dataset = _as_mlflow_dataset(info)
+        _retry_lost_insert_race(lambda: mlflow.log_input(dataset, context=context))
+
+
+def _retry_lost_insert_race(write, attempts: int = 4) -> None:
+    """Runs ``write``, again if it lost a race with another process. Parallel runs logging the
+    same dataset race in MLflow's get-or-create of the dataset row (seen with --max-parallel 4
+    on one SQLite file: "UNIQUE constraint failed: datasets..."); the loser's retry finds the
+    row the winner made."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except mlflow.exceptions.MlflowException as error:
+            text = str(error).lower()
+            raced = "unique constraint" in text or "duplicate key" in text or "database is locked" in text
+            if not raced or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
 
 
 def _as_mlflow_dataset(info: DatasetInfo):
@@ -283,8 +301,6 @@ def model_run_id(model_uri: str) -> str | None:
 
 def log_to_run(run_id: str, metrics: dict[str, float], tables: dict[str, object]) -> None:
     """Adds metrics and CSV tables to an existing run without reopening it (its status stays)."""
-    import time
-
     from mlflow.entities import Metric
 
     client = mlflow.MlflowClient()

@@ -139,3 +139,34 @@ def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkey
         assert tracking.check_tracking_server() == uri
     finally:
         stop_mlflow_server(server)
+
+
+def test_a_lost_dataset_insert_race_is_retried(tracking_store, monkeypatch):
+    """What --max-parallel 4 on one SQLite file hit: two runs creating the same dataset row."""
+    from edsr_mlflow.data import DatasetInfo
+
+    calls = []
+    original = mlflow.log_input
+
+    def racing_log_input(dataset, context=None, **kwargs):
+        calls.append(context)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        return original(dataset, context=context, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing_log_input)
+    info = DatasetInfo(name="photos", source=str(Path.cwd()), digest="abc123", num_images=1, image_names=("a.png",))
+    val_info = DatasetInfo(name="benchmark", source=str(Path.cwd()), digest="def456", num_images=1, image_names=("b.png",))
+    with mlflow.start_run() as run:
+        tracking.log_datasets(info, val_info)
+    assert calls == ["training", "training", "validation"]
+    contexts = sorted(i.tags[0].value for i in mlflow.get_run(run.info.run_id).inputs.dataset_inputs)
+    assert contexts == ["training", "validation"]
+
+    def broken(dataset, context=None, **kwargs):
+        raise mlflow.exceptions.MlflowException("some other failure")
+
+    monkeypatch.setattr(mlflow, "log_input", broken)
+    with mlflow.start_run(), pytest.raises(mlflow.exceptions.MlflowException, match="some other failure"):
+        tracking.log_datasets(info, val_info)
