@@ -25,16 +25,16 @@ def check_strategy(name: str) -> None:
         raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
-def cluster_task(tf_config: str | None = None) -> tuple[str, int, int]:
-    """(task type, task index, number of tasks) from ``TF_CONFIG`` (``$TF_CONFIG`` if None)."""
+def cluster_task(tf_config: str | None = None) -> tuple[str, int, bool]:
+    """(task type, task index, whether the cluster names a chief) from ``TF_CONFIG``
+    (``$TF_CONFIG`` if None)."""
     raw = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
     if not raw:
         raise ConfigError("strategy multiworker needs TF_CONFIG (the cluster's hosts and this host's task); see README")
     try:
         parsed = json.loads(raw)
         cluster, task = parsed["cluster"], parsed["task"]
-        size = sum(len(hosts) for kind, hosts in cluster.items() if kind in ("chief", "worker"))
-        return str(task["type"]), int(task["index"]), size
+        return str(task["type"]), int(task["index"]), "chief" in cluster
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"TF_CONFIG is not valid cluster JSON ({type(error).__name__}: {error}); see README") from None
 
@@ -44,9 +44,8 @@ def is_chief(strategy_name: str, tf_config: str | None = None) -> bool:
     non-chief workers of a multi-worker cluster."""
     if strategy_name != "multiworker":
         return True
-    task_type, index, _ = cluster_task(tf_config)
-    cluster = json.loads(tf_config if tf_config is not None else os.environ["TF_CONFIG"])["cluster"]
-    return task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
+    task_type, index, has_chief = cluster_task(tf_config)
+    return task_type == "chief" or (task_type == "worker" and index == 0 and not has_chief)
 
 
 def make_strategy(name: str):

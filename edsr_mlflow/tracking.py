@@ -319,7 +319,7 @@ def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object
     check_tracking_server()
     run = mlflow.start_run(run_name=run_name, tags={KIND_TAG: "evaluate", **tags})
     with closing_run(run):
-        mlflow.log_params(params)
+        run_store.log_new_params(run.info.run_id, params)  # inside `mlflow run -e evaluate`, some are logged
         yield run
 
 

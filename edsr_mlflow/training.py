@@ -290,14 +290,14 @@ def _fit_multiworker(model, batches, strategy, config: TrainConfig, callbacks, *
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, config.epochs):
         callback_list.on_epoch_begin(epoch)
-        losses = []
+        loss_sum, steps = 0.0, 0
         for batch in range(config.steps_per_epoch):
             callback_list.on_train_batch_begin(batch)
-            losses.append(float(step(iterator)))
-            callback_list.on_train_batch_end(batch, {"loss": sum(losses) / len(losses)})
+            loss_sum, steps = loss_sum + float(step(iterator)), steps + 1
+            callback_list.on_train_batch_end(batch, {"loss": loss_sum / steps})  # the epoch's running mean, as fit logs it
             if model.stop_training:
                 break
-        callback_list.on_epoch_end(epoch, {"loss": sum(losses) / len(losses)})
+        callback_list.on_epoch_end(epoch, {"loss": loss_sum / steps})
         if model.stop_training:
             break
     callback_list.on_train_end()

@@ -68,7 +68,8 @@ def train_run(
     distribute.check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
     if not distribute.is_chief(config.strategy):
         return _train_as_worker(config, strategy, checkpoint_root, verbose)
-    tracking.check_tracking_server()
+    if not resume_run_id:  # (checked above when resuming) fail fast, before loading data
+        tracking.check_tracking_server()
     sr_data = _load_training_data(config, checkpoint_root)
     with tracking.training_run(config, resume_run_id=resume_run_id, experiment=experiment, parent_run_id=parent_run_id) as run:
         run_id = run.info.run_id
