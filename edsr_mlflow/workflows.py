@@ -237,6 +237,15 @@ def _train_and_evaluate(config: TrainConfig, index: int, parent_run_id: str, log
     return ConfigOutcome(config, "finished", run_id, log_file)
 
 
+def finished_configurations(sweep_name: str, experiment_id: str) -> dict[tuple, str]:
+    """Run id of every configuration that already FINISHED under the sweep, by ``sweep.config_key``."""
+    return {
+        sweep.config_key(p): run_id
+        for run_id, status, p in run_store.sweep_children(sweep_name, experiment_id)
+        if status == "FINISHED" and all(name in p for name in sweep.CONFIG_FIELDS)
+    }
+
+
 def sweep_run(
     definition: sweep.SweepDefinition,
     *,
@@ -262,11 +271,7 @@ def sweep_run(
     params = {"grid_name": definition.name, "configurations": len(definition.configs), "evaluate": ",".join(definition.evaluate)}
     with tracking.sweep_parent_run(definition.name, definition.experiment, params) as parent:
         parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
-        finished = {
-            sweep.config_key(p): run_id
-            for run_id, status, p in run_store.sweep_children(definition.name, experiment_id)
-            if status == "FINISHED" and all(name in p for name in sweep.CONFIG_FIELDS)
-        }
+        finished = finished_configurations(definition.name, experiment_id)
         log_dir = output_dir / "sweeps" / definition.name
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}

@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("MLproject", "pyproject.toml", "README.md", "edsr_mlflow", "experiments")
+# Copied as they are; MLproject is rewritten with docker_env.
+COPIED_FILES = ("pyproject.toml", "README.md", "edsr_mlflow", "experiments")
 
 
 def docker_project(image: str, out_dir: Path, root: Path = ROOT) -> Path:
@@ -32,7 +33,7 @@ def docker_project(image: str, out_dir: Path, root: Path = ROOT) -> Path:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    for name in PROJECT_FILES[1:]:
+    for name in COPIED_FILES:
         source = root / name
         if source.is_dir():
             shutil.copytree(source, out_dir / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
@@ -72,13 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 def _submit(definition, project: Path, backend_config: str) -> int:
     import mlflow
 
-    from edsr_mlflow import run_store, sweep, tracking
+    from edsr_mlflow import run_store, sweep, tracking, workflows
 
     params = {"grid_name": definition.name, "configurations": len(definition.configs), "backend": "kubernetes"}
     with tracking.sweep_parent_run(definition.name, definition.experiment, params) as parent:
         experiment_id = parent.info.experiment_id
-        finished = {sweep.config_key(p) for _, status, p in run_store.sweep_children(definition.name, experiment_id)
-                    if status == "FINISHED"}
+        finished = workflows.finished_configurations(definition.name, experiment_id)
         submitted = []
         for config in definition.configs:
             if sweep.config_key(config.as_params()) in finished:
