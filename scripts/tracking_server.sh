@@ -45,6 +45,8 @@ ensure_postgres_installed() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 }
 
+# Prints nothing on stdout (PostgreSQL's own tools talk there: "Removed stale pid file."), so that
+# `postgres` prints exactly one line, the URI, for $(...) to capture.
 start_postgres() {
     ensure_postgres_installed
     local version cluster status
@@ -62,7 +64,7 @@ start_postgres() {
 }
 
 start_server() {
-    start_postgres
+    start_postgres >&2
     mkdir -p "$SERVER_DIR"
     [[ "$ARTIFACTS" == *://* ]] || mkdir -p "$ARTIFACTS"
     if [ -f "$SERVER_DIR/mlflow.pid" ] && kill -0 "$(cat "$SERVER_DIR/mlflow.pid")" 2>/dev/null; then
@@ -111,7 +113,7 @@ stop_server() {
 }
 
 case "${1:-}" in
-    postgres) start_postgres; backend_uri ;;
+    postgres) start_postgres >&2; backend_uri ;;
     start) start_server ;;
     stop) stop_server ;;
     *) die "usage: $0 postgres|start|stop" ;;

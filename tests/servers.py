@@ -69,6 +69,8 @@ def postgres_database():
     base_uri = os.environ.get(POSTGRES_ENV)
     if not base_uri:
         pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (`scripts/tracking_server.sh postgres` prints it; CI sets it)")
+    if not base_uri.startswith("postgresql://") or "\n" in base_uri:
+        pytest.fail(f"{POSTGRES_ENV} is not one postgresql:// URI: {base_uri!r}")
     import psycopg
 
     name = f"edsr_test_{uuid.uuid4().hex[:12]}"

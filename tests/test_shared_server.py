@@ -170,3 +170,29 @@ def test_a_lost_dataset_insert_race_is_retried(tracking_store, monkeypatch):
     monkeypatch.setattr(mlflow, "log_input", broken)
     with mlflow.start_run(), pytest.raises(mlflow.exceptions.MlflowException, match="some other failure"):
         tracking.log_datasets(info, val_info)
+
+
+FAKE_POSTGRES_TOOLS = {
+    # A stopped cluster whose tools talk on stdout, as pg_ctlcluster does after an unclean shutdown.
+    "pg_lsclusters": 'echo "15 main 5432 down postgres /data /log"',
+    "pg_ctlcluster": 'echo "Removed stale pid file."',
+    "psql": 'echo 1',
+    "createdb": 'echo "createdb: created"',
+    "su": 'shift 2; exec sh -c "$1"',  # su postgres -c CMD
+    "sudo": '[ "$1" = -u ] && shift 2; exec "$@"',  # sudo [-u postgres] CMD...
+}
+
+
+def test_the_postgres_script_prints_only_the_uri_on_stdout(tmp_path):
+    """CI and the README capture `$(scripts/tracking_server.sh postgres)`: anything else on stdout
+    (here pg_ctlcluster's "Removed stale pid file.") would corrupt the URI."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_POSTGRES_TOOLS.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    script = Path(__file__).parents[1] / "scripts" / "tracking_server.sh"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EDSR_PG_PASSWORD": "secret"}
+    result = subprocess.run([str(script), "postgres"], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout == "postgresql://mlflow:secret@127.0.0.1:5432/mlflow\n"
+    assert "Removed stale pid file." in result.stderr
