@@ -54,7 +54,14 @@ start_postgres() {
     [ -n "${version:-}" ] || die "no PostgreSQL cluster on port $PG_PORT (see pg_lsclusters); set EDSR_PG_PORT"
     if [ "$status" != online ]; then
         say "starting PostgreSQL $version/$cluster on port $PG_PORT"
-        as_root pg_ctlcluster "$version" "$cluster" start
+        # A postmaster killed uncleanly can hold its lock file for a moment: try a few times.
+        local attempt
+        for attempt in 1 2 3; do
+            as_root pg_ctlcluster "$version" "$cluster" start && break
+            [ "$attempt" = 3 ] && die "PostgreSQL $version/$cluster did not start; see pg_lsclusters and its log file"
+            say "PostgreSQL did not start; trying again in 3 s"
+            sleep 3
+        done
     fi
     # A role that may create databases (the tests make a throw-away one each), and its database.
     as_postgres "psql -p $PG_PORT -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'\"" | grep -q 1 ||
