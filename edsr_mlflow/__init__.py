@@ -2,6 +2,7 @@
 
 Modules, one concern each:
 
+- ``options``  -- the names a configuration may use (upsamplers, scales...) and their checks, without TensorFlow
 - ``model``    -- the EDSR network and its upsampling stages (no logging, no I/O)
 - ``images``   -- reading images, MATLAB-like bicubic resizing, the one uint8 post-processing path
 - ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature

@@ -15,11 +15,18 @@ from pathlib import Path
 
 import click
 
+from .config import TrainConfig
+from .distribute import STRATEGIES
+from .errors import UserError
+from .options import PRECISIONS, SUPPORTED_SCALES, UPSAMPLER_NAMES
+
 
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with stderr muted: on a machine without CUDA it prints lines that no
-    log level silences (they come before its logging starts), and an error here must stay one
-    line. An import failure still raises, with its traceback, once stderr is back."""
+    """Imports TensorFlow (seconds) with stderr muted. Commands call it once their options are
+    checked, so `--help` and a bad option answer at once. Muted because, on a machine without
+    CUDA, TensorFlow prints lines that no log level silences (they come before its logging
+    starts), and an error must stay one line. An import failure still raises, with its
+    traceback, once stderr is back."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return
@@ -33,13 +40,6 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
         os.close(devnull)
 
-
-_import_tensorflow_quietly()  # before the imports below, which load Keras
-
-from .config import TrainConfig  # noqa: E402
-from .distribute import STRATEGIES  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .model import PRECISIONS, SUPPORTED_SCALES, UPSAMPLERS  # noqa: E402
 
 DEFAULTS = TrainConfig()
 
@@ -105,7 +105,7 @@ def main():
 
 
 @main.command()
-@click.option("--upsampler", type=click.Choice(list(UPSAMPLERS)), default=DEFAULTS.upsampler, help="Upsampling block.")
+@click.option("--upsampler", type=click.Choice(UPSAMPLER_NAMES), default=DEFAULTS.upsampler, help="Upsampling block.")
 @click.option("--blocks", type=INT, default=DEFAULTS.blocks, help="Residual blocks (>= 1).")
 @click.option("--filters", type=INT, default=DEFAULTS.filters, help="Feature channels (>= 1).")
 @click.option("--scale", type=INT, default=DEFAULTS.scale, help=f"Upscaling factor: {', '.join(map(str, SUPPORTED_SCALES))}.")
@@ -118,9 +118,9 @@ def main():
 @click.option("--steps-per-epoch", type=INT, default=DEFAULTS.steps_per_epoch, help="Training steps per epoch.")
 @click.option("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="Adam learning rate, halved at 50%, 75% and 90% of training.")
 @click.option("--seed", type=INT, default=DEFAULTS.seed, help="Seed for weights, patches and augmentation.")
-@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=DEFAULTS.precision, help="Keras dtype policy of the body.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision, help="Keras dtype policy of the body.")
 @click.option("--time-budget-s", type=float, default=DEFAULTS.time_budget_s, help="Stop training after this many seconds (0 = no limit), then validate and log.")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=DEFAULTS.strategy, help="Devices: one, all local GPUs (mirrored), several hosts (multiworker, TF_CONFIG).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULTS.strategy, help="Devices: one, all local GPUs (mirrored), several hosts (multiworker, TF_CONFIG).")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: the active one, or MLFLOW_EXPERIMENT_NAME).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=Path("checkpoints"), help="Root of per-run checkpoint folders.")
 @click.option("--resume", "resume_run_id", default=None, help="Continue this run id from its last checkpoint (its own params are used).")
@@ -130,6 +130,7 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
     """Train one EDSR model and log it to MLflow."""
     config = TrainConfig(**params)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    _import_tensorflow_quietly()
     from .workflows import train_run
 
     outcome = train_run(config, checkpoint_root=checkpoint_dir, resume_run_id=resume_run_id, experiment=experiment, parent_run_id=parent_run_id)
@@ -161,11 +162,12 @@ def _tracking_uri_for_ui() -> str:
 @friendly_errors
 def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
     """Score a logged model (or bicubic) on benchmarks; log the results to its training run."""
-    from .workflows import evaluate_model, metric_prefix
-
     datasets = [name.strip() for name in dataset.split(",") if name.strip()]
     if not datasets:
         raise click.BadParameter("name at least one dataset", param_hint="--dataset")
+    _import_tensorflow_quietly()
+    from .workflows import evaluate_model, metric_prefix
+
     run_id, evaluations = evaluate_model(
         model_uri, datasets, scale=scale or None, benchmark_root=benchmark_root or None,
         self_ensemble=self_ensemble, tile=tile,
@@ -188,6 +190,7 @@ def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
 @friendly_errors
 def upscale(model_uri, input_path, output_path, tile, self_ensemble):
     """Super-resolve one image file: edsr-mlflow upscale MODEL_URI in.png out.png"""
+    _import_tensorflow_quietly()
     from .workflows import upscale_file
 
     width, height = upscale_file(model_uri, input_path, output_path, tile=tile, self_ensemble=self_ensemble)
@@ -201,6 +204,7 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
 @friendly_errors
 def compare(experiment, parent_run_id, output_dir):
     """Compare training runs: one row per configuration, mean and std over seeds."""
+    _import_tensorflow_quietly()
     from .comparison import compare_run
     from .findings import excluded_report
 
@@ -227,11 +231,12 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
     Re-running the same grid skips configurations that already FINISHED and retries failed ones.
     """
     from . import sweep as sweep_definitions
-    from .comparison import compare_run
-    from .errors import UserError
-    from .workflows import sweep_run
 
     definition = sweep_definitions.load_sweep(grid_file)
+    _import_tensorflow_quietly()
+    from .comparison import compare_run
+    from .workflows import sweep_run
+
     click.echo(f"sweep {definition.name}: {len(definition.configs)} configurations, up to {max_parallel} at a time")
 
     def report(outcome):

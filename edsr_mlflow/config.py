@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from . import distribute, model
+from . import distribute, options
 from .errors import ConfigError
 
 
@@ -39,13 +39,13 @@ class TrainConfig:
     strategy: str = "default"
 
     def __post_init__(self):
-        model.check_upsampler(self.upsampler)
-        model.check_scale(self.scale)
-        model.check_precision(self.precision)
+        options.check_upsampler(self.upsampler)
+        options.check_scale(self.scale)
+        options.check_precision(self.precision)
         for name in ("blocks", "filters", "patch_size", "batch_size", "epochs", "steps_per_epoch"):
-            model.check_positive(name, getattr(self, name))
-        model.check_positive("res_scale", self.res_scale, kind=float)
-        model.check_positive("learning_rate", self.learning_rate, kind=float)
+            options.check_positive(name, getattr(self, name))
+        options.check_positive("res_scale", self.res_scale, kind=float)
+        options.check_positive("learning_rate", self.learning_rate, kind=float)
         if self.time_budget_s < 0:
             raise ConfigError(f"time_budget_s must be >= 0 (0 = no budget), got {self.time_budget_s}")
         distribute.check_strategy(self.strategy)
@@ -57,7 +57,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return model.run_name(self.scale, self.blocks, self.filters, self.upsampler)
+        return options.run_name(self.scale, self.blocks, self.filters, self.upsampler)
 
     @property
     def total_steps(self) -> int:

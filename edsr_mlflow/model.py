@@ -11,20 +11,16 @@ saved ``.keras`` file loads back in Keras' safe mode.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .errors import ConfigError
+from .options import check_positive, check_precision, check_scale, check_upsampler, run_name
 
 # Mean RGB of the DIV2K training set, in 0..255 (EDSR's MeanShift).
 DIV2K_RGB_MEAN = (0.4488 * 255, 0.4371 * 255, 0.4040 * 255)
-SUPPORTED_SCALES = (2, 3, 4)
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @keras.saving.register_keras_serializable(package="edsr_mlflow")
@@ -149,31 +145,6 @@ def upsampling_factors(scale: int) -> tuple[int, ...]:
     return (2, 2) if scale == 4 else (scale,)
 
 
-def check_scale(scale: int) -> None:
-    if scale not in SUPPORTED_SCALES:
-        raise ConfigError(
-            f"unsupported scale {scale!r}: use one of {', '.join(map(str, SUPPORTED_SCALES))}"
-        )
-
-
-def check_upsampler(upsampler: str) -> None:
-    if upsampler not in UPSAMPLERS:
-        raise ConfigError(f"unknown upsampler {upsampler!r}: use one of {', '.join(UPSAMPLERS)}")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-
-
-def check_positive(name: str, value, kind=int) -> None:
-    """Raises ConfigError unless ``value`` is a finite number > 0 (and whole, for ``kind=int``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    if kind is int and int(value) != value:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}")
-
-
 def residual_block(x, filters: int, res_scale: float, name: str, dtype):
     """conv3x3 - ReLU - conv3x3, scaled by ``res_scale``, added to the input. No batch norm.
 
@@ -234,11 +205,6 @@ def build_edsr(
     x = _conv(3, "tail_conv", "float32")(x)
     sr_image = NormalizeRGB(inverse=True, name="denormalize", dtype="float32")(x)
     return keras.Model(lr_image, sr_image, name=run_name(scale, blocks, filters, upsampler))
-
-
-def run_name(scale: int, blocks: int, filters: int, upsampler: str) -> str:
-    """The name runs and models share, e.g. ``edsr_x4_b8_f64_transpose``."""
-    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler}"
 
 
 def macs_per_lr_pixel(model: keras.Model, probe_size: int = 8) -> int:

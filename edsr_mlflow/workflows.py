@@ -19,7 +19,8 @@ from .config import TrainConfig
 from .errors import UserError
 from .evaluation import SetScores, score_set
 from .inference import bicubic_upscaler, model_upscaler
-from .model import check_scale, macs_per_lr_pixel
+from .model import macs_per_lr_pixel
+from .options import check_scale
 from .visuals import visual_samples
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,13 @@ def test_readme_table_lists_every_parameter_with_its_default(entry_point):
             assert float(documented) == pytest.approx(float(spec["default"])), name
         else:
             assert documented == (str(spec["default"]) or '""'), name
+
+
+def test_help_and_option_checks_do_not_wait_for_tensorflow():
+    """`edsr-mlflow --help` and a rejected option answer without importing TensorFlow (seconds)."""
+    probe = ("import sys; from click.testing import CliRunner; from edsr_mlflow import cli; "
+             "help = CliRunner().invoke(cli.main, ['train', '--help']); "
+             "bad = CliRunner().invoke(cli.main, ['train', '--blocks', '0']); "
+             "print(help.exit_code, bad.exit_code, repr(bad.output), 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0 2 'error: blocks must be a positive number, got 0\\n' False"

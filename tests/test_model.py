@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from edsr_mlflow import model
+from edsr_mlflow import model, options
 from edsr_mlflow.errors import ConfigError
 
 SCALES = (2, 3, 4)
@@ -144,8 +144,12 @@ def test_scale_changes_the_model(scale, lr_batch):
     assert forward(net, lr_batch).shape[1:3] == (7 * scale, 5 * scale)
 
 
+def test_every_upsampler_name_has_a_stage():
+    assert list(model.UPSAMPLERS) == list(options.UPSAMPLER_NAMES)
+
+
 def test_run_name_encodes_hyperparameters():
-    assert model.run_name(4, 8, 64, "transpose") == "edsr_x4_b8_f64_transpose"
+    assert options.run_name(4, 8, 64, "transpose") == "edsr_x4_b8_f64_transpose"
     assert model.build_edsr(3, blocks=2, filters=4, upsampler="bilinear").name == "edsr_x3_b2_f4_bilinear"
 
 
@@ -209,7 +213,7 @@ def test_invalid_arguments_raise_config_error(kwargs, must_mention):
 
 def test_config_error_is_a_value_error():
     with pytest.raises(ValueError):
-        model.check_scale(8)
+        options.check_scale(8)
 
 
 # ---------------------------------------------------------------- cost, names, precision

@@ -1,0 +1,47 @@
+"""What a model configuration may hold, and the checks of each value.
+
+Plain Python, no TensorFlow: the command line imports this to list its choices and reject a
+bad option at once, before the seconds TensorFlow takes to import. ``model`` builds one
+upsampling stage per name in ``UPSAMPLER_NAMES`` (a test keeps the two in agreement).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .errors import ConfigError
+
+UPSAMPLER_NAMES = ("subpixel", "transpose", "nearest", "bilinear")
+SUPPORTED_SCALES = (2, 3, 4)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def check_scale(scale: int) -> None:
+    if scale not in SUPPORTED_SCALES:
+        raise ConfigError(
+            f"unsupported scale {scale!r}: use one of {', '.join(map(str, SUPPORTED_SCALES))}"
+        )
+
+
+def check_upsampler(upsampler: str) -> None:
+    if upsampler not in UPSAMPLER_NAMES:
+        raise ConfigError(f"unknown upsampler {upsampler!r}: use one of {', '.join(UPSAMPLER_NAMES)}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+
+
+def check_positive(name: str, value, kind=int) -> None:
+    """Raises ConfigError unless ``value`` is a finite number > 0 (and whole, for ``kind=int``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if kind is int and int(value) != value:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+
+
+def run_name(scale: int, blocks: int, filters: int, upsampler: str) -> str:
+    """The name runs and models share, e.g. ``edsr_x4_b8_f64_transpose``."""
+    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler}"
