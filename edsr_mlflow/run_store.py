@@ -212,8 +212,6 @@ def sweep_children(name: str, experiment_id: str) -> list[tuple[str, str, dict[s
     """(run id, status, params) of every training run under any parent of sweep ``name``."""
     children = []
     for parent_id in sweep_parent_ids(name, experiment_id):
-        runs = mlflow.search_runs(
-            experiment_ids=[experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list",
-        )
+        runs = mlflow.search_runs(experiment_ids=[experiment_id], filter_string=training_filter(parent_id), output_format="list")
         children += [(r.info.run_id, r.info.status, r.data.params) for r in runs]
     return children

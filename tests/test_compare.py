@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from mlflow.entities import Metric, Param
 
 from edsr_mlflow import cli, findings, run_store
 from edsr_mlflow.errors import TrackingError
+from servers import free_port
 
 EPOCHS = 3
 
@@ -220,12 +220,6 @@ def test_compare_command_exports_plots_and_logs_a_comparison_run(study, tmp_path
     assert len(run_store.training_runs(run_store.comparison_scope("study", None))) == 13
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -243,7 +237,7 @@ def test_compare_command_fails_in_one_line(study, tmp_path, arguments, message):
 
 
 def test_compare_command_fails_fast_on_an_unreachable_server(tmp_path, monkeypatch):
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     result = CliRunner().invoke(cli.main, ["compare", "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == TrackingError.exit_code

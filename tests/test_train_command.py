@@ -4,7 +4,6 @@ fails, how it resumes. Tiny models on the bundled sample photos; seconds per run
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 
 from edsr_mlflow import cli, tracking, training, workflows
 from edsr_mlflow.config import TrainConfig
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,10 +111,7 @@ def test_bad_input_gives_one_line_and_leaves_no_run(tracking_store, tmp_path, mo
 
 def test_unreachable_tracking_server_fails_fast(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nobody listens there
     started = time.monotonic()
     result = CliRunner().invoke(cli.main, ["train", "--dataset=sample"])
     assert result.exit_code == 3
