@@ -78,34 +78,27 @@ def test_a_parallel_sweep_loses_no_run_and_no_metric(parallel_store, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_evaluate_compare_over_http_on_postgresql(tmp_path, monkeypatch, tiny_params):
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # the run lasts seconds
-    with postgres_database() as backend:
-        server, uri = start_mlflow_server(backend, tmp_path / "artifacts", log_file=tmp_path / "server.log")
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        try:
-            trained = edsr_mlflow("train", "--experiment=team", *cli_args(tiny_params), cwd=tmp_path)
-            assert trained.returncode == 0, trained.stderr[-3000:]
-            (run,) = mlflow.search_runs(experiment_names=["team"], output_format="list")
-            photos = write_images(tmp_path / "photos", count=2, size=40)
-            evaluated = edsr_mlflow("evaluate", f"--model=runs:/{run.info.run_id}/model", f"--dataset={photos}", cwd=tmp_path)
-            assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-            compared = edsr_mlflow("compare", "--experiment=team", "--output-dir=comparison", cwd=tmp_path)
-            assert compared.returncode == 0, compared.stderr[-3000:]
+@pytest.mark.parametrize("server_backend", ["postgresql"], indirect=True)
+def test_train_evaluate_compare_over_http_on_postgresql(mlflow_server, tmp_path, tiny_params):
+    trained = edsr_mlflow("train", "--experiment=team", *cli_args(tiny_params), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (run,) = mlflow.search_runs(experiment_names=["team"], output_format="list")
+    photos = write_images(tmp_path / "photos", count=2, size=40)
+    evaluated = edsr_mlflow("evaluate", f"--model=runs:/{run.info.run_id}/model", f"--dataset={photos}", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    compared = edsr_mlflow("compare", "--experiment=team", "--output-dir=comparison", cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr[-3000:]
 
-            # Everything is read back here, in another process than the ones that wrote it.
-            run = mlflow.get_run(run.info.run_id)
-            assert_complete_training_run(run, TrainConfig(**tiny_params))  # params, metrics, samples, model
-            assert run.data.metrics["eval_photos_psnr"] > 0
-            assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval")] == ["eval/photos_x2.csv"]
-            comparisons = [r for r in mlflow.search_runs(experiment_names=["team"], output_format="list")
-                           if r.data.tags.get(tracking.KIND_TAG) == "comparison"]
-            assert len(comparisons) == 1
-            local = mlflow.artifacts.download_artifacts(run_id=comparisons[0].info.run_id, dst_path=str(tmp_path / "got"))
-            assert (Path(local) / "findings.csv").read_text().count("\n") == 2  # header + one configuration
-        finally:
-            stop_mlflow_server(server)
+    # Everything is read back here, in another process than the ones that wrote it.
+    run = mlflow.get_run(run.info.run_id)
+    assert_complete_training_run(run, TrainConfig(**tiny_params))  # params, metrics, samples, model
+    assert run.data.metrics["eval_photos_psnr"] > 0
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval")] == ["eval/photos_x2.csv"]
+    comparisons = [r for r in mlflow.search_runs(experiment_names=["team"], output_format="list")
+                   if r.data.tags.get(tracking.KIND_TAG) == "comparison"]
+    assert len(comparisons) == 1
+    local = mlflow.artifacts.download_artifacts(run_id=comparisons[0].info.run_id, dst_path=str(tmp_path / "got"))
+    assert (Path(local) / "findings.csv").read_text().count("\n") == 2  # header + one configuration
 
 
 @pytest.mark.slow
