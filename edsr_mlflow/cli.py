@@ -106,6 +106,8 @@ def main():
 
 @main.command()
 @click.option("--upsampler", type=click.Choice(UPSAMPLER_NAMES), default=DEFAULTS.upsampler, help="Upsampling block.")
+@click.option("--transpose-kernel", type=INT, default=DEFAULTS.transpose_kernel, help="Kernel side of the transpose upsampler: 3 as usually coded, 6 = a 3x3 sub-pixel conv's equal at x2.")
+@click.option("--icnr", type=click.BOOL, default=DEFAULTS.icnr, help="ICNR initialisation of the subpixel upsampler (checkerboard-free at the start).")
 @click.option("--blocks", type=INT, default=DEFAULTS.blocks, help="Residual blocks (>= 1).")
 @click.option("--filters", type=INT, default=DEFAULTS.filters, help="Feature channels (>= 1).")
 @click.option("--scale", type=INT, default=DEFAULTS.scale, help=f"Upscaling factor: {', '.join(map(str, SUPPORTED_SCALES))}.")

@@ -10,6 +10,28 @@ from . import distribute, options
 from .errors import ConfigError
 
 
+# The learning rate is halved when training passes each of these fractions (EDSR halves it
+# at fixed points of a fixed-length schedule; fractions let short and long runs share it).
+HALVING_FRACTIONS = (0.5, 0.75, 0.9)
+
+
+def learning_rate_at(progress: float, base_learning_rate: float) -> float:
+    """Base rate halved once for every fraction in ``HALVING_FRACTIONS`` that ``progress`` (0..1) passed."""
+    return base_learning_rate * 0.5 ** sum(progress >= f for f in HALVING_FRACTIONS)
+
+
+def parse_bool(name: str, value) -> bool:
+    """A boolean param as MLflow stores it ("True"/"False"), or as a user writes it."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run.
@@ -22,6 +44,8 @@ class TrainConfig:
     """
 
     upsampler: str = "subpixel"
+    transpose_kernel: int = options.DEFAULT_TRANSPOSE_KERNEL
+    icnr: bool = False
     blocks: int = 16
     filters: int = 64
     scale: int = 2
@@ -42,6 +66,7 @@ class TrainConfig:
         options.check_upsampler(self.upsampler)
         options.check_scale(self.scale)
         options.check_precision(self.precision)
+        options.check_upsampler_variant(self.upsampler, self.transpose_kernel, self.icnr)
         for name in ("blocks", "filters", "patch_size", "batch_size", "epochs", "steps_per_epoch"):
             options.check_positive(name, getattr(self, name))
         options.check_positive("res_scale", self.res_scale, kind=float)
@@ -57,7 +82,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return options.run_name(self.scale, self.blocks, self.filters, self.upsampler)
+        return options.run_name(self.scale, self.blocks, self.filters, self.upsampler, self.transpose_kernel, self.icnr)
 
     @property
     def total_steps(self) -> int:
@@ -76,5 +101,8 @@ class TrainConfig:
                 if value == "''":  # how `mlflow run` logs an empty parameter
                     value = ""
                 kind = type(f.default)
-                kwargs[f.name] = int(float(value)) if kind is int else kind(value)
+                if kind is bool:
+                    kwargs[f.name] = parse_bool(f.name, value)
+                else:
+                    kwargs[f.name] = int(float(value)) if kind is int else kind(value)
         return cls(**kwargs)

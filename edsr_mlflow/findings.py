@@ -2,7 +2,8 @@
 
 Input is the DataFrame of :func:`run_store.training_runs` (MLflow's ``search_runs`` columns:
 ``run_id``, ``status``, ``params.<name>`` as strings, ``metrics.<name>`` latest values,
-``tags.<name>``). A configuration is (scale, upsampler, blocks, filters); its runs (seeds)
+``tags.<name>``). A configuration is (scale, upsampler, blocks, filters), where the upsampler
+is shown with its controls (``transpose_k6``, ``subpixel_icnr``: ``options.upsampler_variant``); its runs (seeds)
 are aggregated as mean, sample standard deviation (NaN for a single run) and count.
 
 Runs that cannot be compared (not FINISHED, a needed metric or param missing) are never
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .options import DEFAULT_TRANSPOSE_KERNEL, run_name, upsampler_variant
+
 CONFIG_KEYS = ("scale", "upsampler", "blocks", "filters")
 INTEGER_PARAMS = ("scale", "blocks", "filters")
 MODEL_FACTS = ("params_count", "macs_per_lr_pixel")
@@ -30,6 +33,8 @@ EVAL_QUALITY = re.compile(r"eval_(?P<dataset>.+)_(?P<measure>psnr|gain)")
 EVAL_SPEED = re.compile(r"eval_(?P<dataset>.+)_ms_per_mp")
 # Params that identify a run rather than its configuration, so may differ between seeds.
 PER_RUN_PARAMS = {"seed", *MODEL_FACTS}
+# Params folded into the ``upsampler`` column (``transpose_k6``, ``subpixel_icnr``).
+VARIANT_PARAMS = ("transpose_kernel", "icnr")
 EXCLUDED_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "reason"]
 EXPORT_NAMES = {
     "markdown": "findings.md", "csv": "findings.csv", "html": "findings.html",
@@ -50,7 +55,7 @@ def tidy_runs(runs: pd.DataFrame) -> pd.DataFrame:
         "run_name": _column(runs, "tags.mlflow.runName"),
         "experiment_id": _column(runs, "experiment_id"),
         "status": _column(runs, "status"),
-        "upsampler": _column(runs, "params.upsampler").replace("", None),
+        "upsampler": _variants(runs),
     })
     for name in (*INTEGER_PARAMS, *MODEL_FACTS, "seed"):
         tidy[name] = pd.to_numeric(_column(runs, f"params.{name}"), errors="coerce")
@@ -58,9 +63,21 @@ def tidy_runs(runs: pd.DataFrame) -> pd.DataFrame:
     others = {
         f"param:{c.removeprefix('params.')}": runs[c]
         for c in runs.columns
-        if c.startswith("params.") and c.removeprefix("params.") not in {*CONFIG_KEYS, *PER_RUN_PARAMS}
+        if c.startswith("params.") and c.removeprefix("params.") not in {*CONFIG_KEYS, *VARIANT_PARAMS, *PER_RUN_PARAMS}
     }
     return pd.concat([tidy, pd.DataFrame(metrics, index=runs.index), pd.DataFrame(others, index=runs.index)], axis=1).reset_index(drop=True)
+
+
+def _variants(runs: pd.DataFrame) -> pd.Series:
+    """The upsampler of each run with its controls; runs logged before the controls existed
+    have neither param and used their defaults."""
+    kernels = pd.to_numeric(_column(runs, "params.transpose_kernel"), errors="coerce").fillna(DEFAULT_TRANSPOSE_KERNEL)
+    icnr = _column(runs, "params.icnr").astype(str).str.lower() == "true"
+    names = [
+        upsampler_variant(u, int(k), bool(i)) if isinstance(u, str) and u else None
+        for u, k, i in zip(_column(runs, "params.upsampler"), kernels, icnr)
+    ]
+    return pd.Series(names, index=runs.index, dtype=object)
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -193,11 +210,6 @@ def pareto_by_scale(table: pd.DataFrame) -> np.ndarray:
 # ---------------------------------------------------------------- curves to plot
 
 
-def configuration_label(scale: int, blocks: int, filters: int, upsampler: str) -> str:
-    """The run-name form of a configuration, e.g. ``edsr_x4_b8_f64_transpose``."""
-    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler}"
-
-
 def representative_runs(usable: pd.DataFrame) -> pd.DataFrame:
     """One run per configuration, the seed whose final validation PSNR is nearest the
     configuration's mean: columns config keys, ``run_id``, ``label``, sorted like the table."""
@@ -205,7 +217,7 @@ def representative_runs(usable: pd.DataFrame) -> pd.DataFrame:
     distance = (usable["val_psnr"] - usable.groupby(keys)["val_psnr"].transform("mean")).abs()
     ranked = usable.assign(distance=distance).sort_values([*keys, "distance", "run_id"])
     chosen = ranked.drop_duplicates(keys)[[*keys, "run_id"]].reset_index(drop=True)
-    chosen["label"] = [configuration_label(r.scale, r.blocks, r.filters, r.upsampler) for r in chosen.itertuples()]
+    chosen["label"] = [run_name(r.scale, r.blocks, r.filters, r.upsampler) for r in chosen.itertuples()]  # upsampler: the variant
     return chosen
 
 

@@ -15,9 +15,10 @@ from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from .options import check_positive, check_precision, check_scale, check_upsampler, run_name
+from .options import (
+    DEFAULT_TRANSPOSE_KERNEL, check_positive, check_precision, check_scale, check_upsampler, check_upsampler_variant, run_name,
+)
 
 # Mean RGB of the DIV2K training set, in 0..255 (EDSR's MeanShift).
 DIV2K_RGB_MEAN = (0.4488 * 255, 0.4371 * 255, 0.4040 * 255)
@@ -51,7 +52,17 @@ class PixelShuffle(keras.layers.Layer):
         self.factor = int(factor)
 
     def call(self, x):
-        return tf.nn.depth_to_space(x, self.factor)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.nn.depth_to_space(x, self.factor)
+        # The same rearrangement for other Keras backends (JAX on a GPU machine without TensorFlow):
+        # channel (i * r + j) * C + c of pixel (h, w) goes to pixel (h * r + i, w * r + j), channel c.
+        r = self.factor
+        n, h, w, c = keras.ops.shape(x)
+        x = keras.ops.reshape(x, (n, h, w, r, r, c // (r * r)))
+        x = keras.ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return keras.ops.reshape(x, (n, h * r, w * r, c // (r * r)))
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -75,8 +86,13 @@ class BilinearUpsampling(keras.layers.Layer):
         self.factor = int(factor)
 
     def call(self, x):
-        size = tf.shape(x)[1:3] * self.factor
-        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            size = tf.shape(x)[1:3] * self.factor
+            return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+        _, h, w, _ = keras.ops.shape(x)  # static on JAX, the other backend this runs on
+        return keras.ops.image.resize(x, (h * self.factor, w * self.factor), interpolation="bilinear")
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -102,25 +118,48 @@ class Scale(keras.layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
+@keras.saving.register_keras_serializable(package="edsr_mlflow")
+class ICNR(keras.initializers.Initializer):
+    """ICNR (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution"): the
+    sub-pixel conv's kernel initialised so that the ``factor**2`` outputs that the pixel shuffle
+    spreads over one ``factor x factor`` block start equal, i.e. as nearest-neighbour resize
+    then convolution, free of checkerboard at initialisation."""
+
+    def __init__(self, factor: int, initializer="glorot_uniform"):
+        self.factor = int(factor)
+        self.initializer = keras.initializers.get(initializer)
+
+    def __call__(self, shape, dtype=None):
+        *spatial, channels_in, channels_out = shape
+        sub_shape = (*spatial, channels_in, channels_out // self.factor**2)
+        sub_kernel = self.initializer(sub_shape, dtype=dtype)
+        # depth_to_space reads channel (i * r + j) * C + c: repeat the whole C-block r*r times.
+        return keras.ops.tile(sub_kernel, (1,) * len(spatial) + (1, self.factor**2))
+
+    def get_config(self):
+        return {"factor": self.factor, "initializer": keras.initializers.serialize(self.initializer)}
+
+
 def _conv(filters: int, name: str, dtype, kernel_size: int = 3, kernel_initializer="glorot_uniform") -> keras.layers.Conv2D:
     return keras.layers.Conv2D(
         filters, kernel_size, padding="same", name=name, dtype=dtype, kernel_initializer=kernel_initializer
     )
 
 
-def _subpixel_stage(x, filters: int, factor: int, name: str, dtype):
-    x = _conv(filters * factor * factor, f"{name}_conv", dtype)(x)
+def _subpixel_stage(x, filters: int, factor: int, name: str, dtype, *, icnr: bool = False, **_):
+    initializer = ICNR(factor) if icnr else "glorot_uniform"
+    x = _conv(filters * factor * factor, f"{name}_conv", dtype, kernel_initializer=initializer)(x)
     return PixelShuffle(factor, name=f"{name}_shuffle", dtype=dtype)(x)
 
 
-def _transpose_stage(x, filters: int, factor: int, name: str, dtype):
+def _transpose_stage(x, filters: int, factor: int, name: str, dtype, *, transpose_kernel: int = DEFAULT_TRANSPOSE_KERNEL, **_):
     return keras.layers.Conv2DTranspose(
-        filters, 3, strides=factor, padding="same", name=f"{name}_transpose", dtype=dtype
+        filters, transpose_kernel, strides=factor, padding="same", name=f"{name}_transpose", dtype=dtype
     )(x)
 
 
 def _resize_then_conv(interpolation: str):
-    def stage(x, filters: int, factor: int, name: str, dtype):
+    def stage(x, filters: int, factor: int, name: str, dtype, **_):
         if interpolation == "bilinear":
             x = BilinearUpsampling(factor, name=f"{name}_bilinear", dtype=dtype)(x)
         else:
@@ -130,7 +169,8 @@ def _resize_then_conv(interpolation: str):
     return stage
 
 
-# One upsampling stage per entry: (tensor, filters, factor, name, dtype) -> tensor.
+# One upsampling stage per entry: (tensor, filters, factor, name, dtype, **controls) -> tensor;
+# each stage reads the controls that apply to it (``icnr``, ``transpose_kernel``).
 UPSAMPLERS: dict[str, Callable] = {
     "subpixel": _subpixel_stage,
     "transpose": _transpose_stage,
@@ -168,6 +208,8 @@ def build_edsr(
     res_scale: float = 1.0,
     upsampler: str = "subpixel",
     precision: str = "float32",
+    transpose_kernel: int = DEFAULT_TRANSPOSE_KERNEL,
+    icnr: bool = False,
 ) -> keras.Model:
     """The EDSR network for one upscaling factor.
 
@@ -179,12 +221,17 @@ def build_edsr(
         upsampler: ``subpixel``, ``transpose``, ``nearest`` or ``bilinear``.
         precision: Keras dtype policy of the body. The last conv and the de-normalisation
             always run in float32, so the output keeps full precision.
+        transpose_kernel: kernel side of the ``transpose`` upsampler: 3 as usually coded (an
+            uneven overlap at stride 2, Odena et al.'s checkerboard case), 6 at x2 to equal a
+            3x3 sub-pixel conv in weights and receptive field.
+        icnr: initialise the ``subpixel`` conv with ICNR (checkerboard-free at the start).
 
     Returns:
         A model mapping (batch, H, W, 3) RGB in 0..255 to (batch, H*scale, W*scale, 3).
     """
     check_scale(scale)
     check_upsampler(upsampler)
+    check_upsampler_variant(upsampler, transpose_kernel, icnr)
     check_precision(precision)
     check_positive("blocks", blocks)
     check_positive("filters", filters)
@@ -201,10 +248,10 @@ def build_edsr(
     x = keras.layers.Add(name="global_skip", dtype=dtype)([head, x])
     stage = UPSAMPLERS[upsampler]
     for i, factor in enumerate(upsampling_factors(scale), start=1):
-        x = stage(x, filters, factor, f"upsample_{i}", dtype)
+        x = stage(x, filters, factor, f"upsample_{i}", dtype, transpose_kernel=transpose_kernel, icnr=icnr)
     x = _conv(3, "tail_conv", "float32")(x)
     sr_image = NormalizeRGB(inverse=True, name="denormalize", dtype="float32")(x)
-    return keras.Model(lr_image, sr_image, name=run_name(scale, blocks, filters, upsampler))
+    return keras.Model(lr_image, sr_image, name=run_name(scale, blocks, filters, upsampler, transpose_kernel, icnr))
 
 
 def macs_per_lr_pixel(model: keras.Model, probe_size: int = 8) -> int:

@@ -42,6 +42,35 @@ def check_positive(name: str, value, kind=int) -> None:
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
 
 
-def run_name(scale: int, blocks: int, filters: int, upsampler: str) -> str:
-    """The name runs and models share, e.g. ``edsr_x4_b8_f64_transpose``."""
-    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler}"
+# The transposed conv's kernel "as usually coded"; 2 x stride makes it equal to a 3x3 sub-pixel
+# conv (Shi et al. 2016, "Is the deconvolution layer the same as a convolutional layer?").
+DEFAULT_TRANSPOSE_KERNEL = 3
+
+
+def check_upsampler_variant(upsampler: str, transpose_kernel: int, icnr: bool) -> None:
+    """The controls that separate an upsampler's mechanism from its capacity apply to one
+    upsampler each: ``transpose_kernel`` to ``transpose``, ``icnr`` to ``subpixel``."""
+    check_positive("transpose_kernel", transpose_kernel)
+    if transpose_kernel != DEFAULT_TRANSPOSE_KERNEL and upsampler != "transpose":
+        raise ConfigError(f"transpose_kernel {transpose_kernel} applies to upsampler transpose only, not {upsampler!r}; "
+                          f"leave it at {DEFAULT_TRANSPOSE_KERNEL}")
+    if not isinstance(icnr, bool):
+        raise ConfigError(f"icnr must be true or false, got {icnr!r}")
+    if icnr and upsampler != "subpixel":
+        raise ConfigError(f"icnr applies to upsampler subpixel only, not {upsampler!r}; leave it false")
+
+
+def upsampler_variant(upsampler: str, transpose_kernel: int = DEFAULT_TRANSPOSE_KERNEL, icnr: bool = False) -> str:
+    """The upsampler with its controls, as tables and run names show it: ``subpixel``,
+    ``subpixel_icnr``, ``transpose`` (kernel 3), ``transpose_k6``, ``nearest``, ``bilinear``."""
+    if upsampler == "transpose" and transpose_kernel != DEFAULT_TRANSPOSE_KERNEL:
+        return f"transpose_k{transpose_kernel}"
+    if upsampler == "subpixel" and icnr:
+        return "subpixel_icnr"
+    return upsampler
+
+
+def run_name(scale: int, blocks: int, filters: int, upsampler: str,
+             transpose_kernel: int = DEFAULT_TRANSPOSE_KERNEL, icnr: bool = False) -> str:
+    """The name runs and models share, e.g. ``edsr_x4_b8_f64_transpose``, ``edsr_x4_b8_f32_transpose_k6``."""
+    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler_variant(upsampler, transpose_kernel, icnr)}"

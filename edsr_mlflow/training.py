@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 
 from . import data as sr_data_module
-from .config import TrainConfig
+from .config import TrainConfig, learning_rate_at
 from .data import SRData
 from .errors import TrainingDiverged, UserError
 from .evaluation import score_upscaler
@@ -30,9 +30,6 @@ from .model import build_edsr
 
 CHECKPOINT_FILE = "last.keras"
 STATE_FILE = "state.json"
-# The learning rate is halved when training passes each of these fractions (EDSR halves it
-# at fixed points of a fixed-length schedule; fractions let short and long runs share it).
-HALVING_FRACTIONS = (0.5, 0.75, 0.9)
 
 
 @dataclass
@@ -61,11 +58,6 @@ class TrainResult:
         return self.state.history[-1]["val_psnr"] if self.state.history else float("nan")
 
 
-def learning_rate_at(progress: float, base_learning_rate: float) -> float:
-    """Base rate halved once for every fraction in ``HALVING_FRACTIONS`` that ``progress`` (0..1) passed."""
-    return base_learning_rate * 0.5 ** sum(progress >= f for f in HALVING_FRACTIONS)
-
-
 def build_model(config: TrainConfig, strategy=None) -> keras.Model:
     """A freshly initialised, compiled EDSR for ``config`` (L1 loss, Adam as in the paper),
     its variables placed by ``strategy`` (a ``tf.distribute.Strategy``; None: the default)."""
@@ -78,6 +70,8 @@ def build_model(config: TrainConfig, strategy=None) -> keras.Model:
             res_scale=config.res_scale,
             upsampler=config.upsampler,
             precision=config.precision,
+            transpose_kernel=config.transpose_kernel,
+            icnr=config.icnr,
         )
         compile_model(model, config)
     return model

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow.entities import Metric, Param
 
-from edsr_mlflow import cli, findings, run_store
+from edsr_mlflow import cli, findings, options, run_store
 from edsr_mlflow.errors import TrackingError
 from servers import free_port
 
@@ -26,7 +26,7 @@ EPOCHS = 3
 def log_training_run(client, experiment_id, *, upsampler, blocks, seed, val_psnr, train_time_s, filters=8, scale=2,
                      status="FINISHED", parent_run_id=None, drop=(), extra_metrics=None, extra_params=None, sample=None):
     """A run shaped like ``edsr-mlflow train``'s: tags, string params, per-epoch and final metrics."""
-    name = findings.configuration_label(scale, blocks, filters, upsampler)
+    name = options.run_name(scale, blocks, filters, upsampler)
     tags = {run_store.KIND_TAG: "train", "upsampler": upsampler, "blocks": str(blocks), "scale": str(scale), "mlflow.runName": name}
     if parent_run_id:
         tags[run_store.PARENT_RUN_TAG] = parent_run_id

@@ -286,3 +286,82 @@ def test_bilinear_upsampling_equals_keras_upsampling2d():
     ours = model.BilinearUpsampling(2)(x)
     keras_layer = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_layer), atol=1e-6)
+
+
+# ---------------------------------------------------------------- controls: transpose kernel, ICNR
+
+
+def test_transpose_kernel_6_has_the_weights_of_a_subpixel_conv():
+    # Per x2 stage at f filters: sub-pixel 3*3*f*4f weights; transpose k6 6*6*f*f: the same.
+    f = 8
+    subpixel = tiny_model(2, "subpixel").get_layer("upsample_1_conv").kernel.shape
+    transpose_k6 = tiny_model(2, "transpose", transpose_kernel=6).get_layer("upsample_1_transpose").kernel.shape
+    transpose_k3 = tiny_model(2, "transpose").get_layer("upsample_1_transpose").kernel.shape
+    assert np.prod(subpixel) == np.prod(transpose_k6) == 36 * f * f
+    assert np.prod(transpose_k3) == 9 * f * f
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_transpose_kernel_6_keeps_shapes_and_round_trips(scale, lr_batch, tmp_path):
+    net = tiny_model(scale, "transpose", transpose_kernel=6)
+    assert net.name == f"edsr_x{scale}_b1_f8_transpose_k6"
+    path = tmp_path / "k6.keras"
+    net.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(forward(loaded, lr_batch), forward(net, lr_batch))
+    assert forward(net, lr_batch).shape[1:3] == (7 * scale, 5 * scale)
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_icnr_subpixel_stage_starts_as_nearest_neighbour(factor):
+    # At initialisation each factor x factor block of the shuffled output holds one value per
+    # channel (the checkerboard-free start of Aitken et al.); without ICNR it does not.
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(1, 5, 6, 4)).astype(np.float32)
+
+    def stage_output(icnr: bool) -> np.ndarray:
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((None, None, 4))
+        outputs = model.UPSAMPLERS["subpixel"](inputs, 4, factor, "up", "float32", icnr=icnr)
+        return keras.ops.convert_to_numpy(keras.Model(inputs, outputs)(features))
+
+    def block_spread(out: np.ndarray) -> float:
+        blocks = out.reshape(1, 5, factor, 6, factor, 4)
+        return float(np.abs(blocks - blocks[:, :, :1, :, :1]).max())
+
+    assert block_spread(stage_output(icnr=True)) < 1e-6
+    assert block_spread(stage_output(icnr=False)) > 1e-2
+
+
+def test_icnr_round_trips_in_safe_mode(lr_batch, tmp_path):
+    net = tiny_model(4, "subpixel", icnr=True)
+    assert net.name == "edsr_x4_b1_f8_subpixel_icnr"
+    path = tmp_path / "icnr.keras"
+    net.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(forward(loaded, lr_batch), forward(net, lr_batch))
+
+
+@pytest.mark.parametrize(
+    "kwargs, must_mention",
+    [
+        (dict(upsampler="subpixel", transpose_kernel=6), ["transpose_kernel", "transpose", "subpixel"]),
+        (dict(upsampler="nearest", icnr=True), ["icnr", "subpixel", "nearest"]),
+        (dict(upsampler="transpose", transpose_kernel=0), ["transpose_kernel", "0"]),
+    ],
+)
+def test_controls_apply_to_their_upsampler_only(kwargs, must_mention):
+    with pytest.raises(ConfigError) as error:
+        model.build_edsr(**{**TINY, **kwargs})
+    for text in must_mention:
+        assert text in str(error.value)
+
+
+@pytest.mark.parametrize("layer", [model.PixelShuffle(2), model.BilinearUpsampling(2)])
+def test_layers_without_tensorflow_ops_equal_the_tensorflow_path(layer, monkeypatch):
+    # The keras.ops path that other Keras backends take (JAX on a GPU machine without TensorFlow).
+    x = np.random.default_rng(2).normal(size=(2, 3, 5, 12)).astype(np.float32)
+    with_tensorflow = keras.ops.convert_to_numpy(layer(x))
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    without = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(without, with_tensorflow, atol=1e-5)
