@@ -148,14 +148,14 @@ def download_first_sample(run_id: str, destination: Path) -> Path | None:
         if not pngs:
             return None
         destination.mkdir(parents=True, exist_ok=True)
-        with _no_progress_bar():
+        with no_progress_bar():
             return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=pngs[0], dst_path=str(destination)))
     except (MlflowException, OSError):
         return None
 
 
 @contextlib.contextmanager
-def _no_progress_bar():
+def no_progress_bar():
     """One progress bar per tiny download drowns the table; a user's own setting wins."""
     name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     if name in os.environ:

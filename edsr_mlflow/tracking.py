@@ -276,23 +276,63 @@ def run_params(run_id: str) -> dict[str, str]:
 
 
 def load_keras_model(model_uri: str) -> keras.Model:
-    """Loads a logged model (``runs:/<id>/model``, ``models:/<name>/<version>``...)."""
-    import mlflow.keras
+    """Loads a model this project logged (``runs:/<id>/model``, ``models:/<name>/<version>``...).
+
+    Only the form :func:`log_keras_model` writes is accepted: an MLmodel whose ``keras`` flavour
+    points at ``data/model.keras``, loaded here with Keras' safe mode. Anything else is refused
+    before it is read: in particular ``save_exported_model: true``, which ``mlflow.keras`` would
+    hand to ``tf.saved_model.load`` (a TensorFlow graph runs whatever ops it holds, file writes
+    included, and has no safe mode), and a ``.keras`` file with a ``Lambda`` layer.
+    """
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
     from . import model as _layers  # noqa: F401  registers the custom layers with Keras
 
     try:
-        return mlflow.keras.load_model(model_uri)
+        with run_store.no_progress_bar():
+            local = Path(_download_artifact_from_uri(artifact_uri=model_uri))
     except mlflow.exceptions.MlflowException as error:
         raise TrackingError(f"cannot load model {model_uri} from {tracking_uri()} ({error.message.splitlines()[0]}); check the URI with the MLflow UI") from None
     except OSError as error:
         raise TrackingError(f"cannot load model {model_uri} ({error}); check the URI with the MLflow UI") from None
+    keras_file = logged_keras_file(local)
+    if isinstance(keras_file, str):
+        raise TrackingError(f"refusing to load {model_uri}: {keras_file}; load only models that edsr-mlflow train logged")
+    try:
+        return keras.saving.load_model(keras_file, safe_mode=True)
+    except (ValueError, TypeError, OSError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise TrackingError(f"refusing to load {model_uri}: Keras' safe mode rejected it ({reason}); "
+                            "load only models that edsr-mlflow train logged") from None
+
+
+def logged_keras_file(model_dir: Path) -> Path | str:
+    """``model_dir/data/model.keras`` if ``model_dir`` is a model in the form this project logs,
+    else why not (a short phrase). Reads only the MLmodel file."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError):
+        return "it has no readable MLmodel file"
+    flavor = (meta.get("flavors") or {}).get("keras") if isinstance(meta, dict) else None
+    if not isinstance(flavor, dict):
+        return "it is not a Keras model (no keras flavour in its MLmodel)"
+    if flavor.get("save_exported_model"):
+        return "it is an exported TensorFlow graph (save_exported_model), which cannot be loaded safely"
+    if flavor.get("data", "data") != "data":
+        return f"its keras flavour points at {flavor.get('data')!r}, not data/"
+    keras_file = model_dir / "data" / "model.keras"
+    if keras_file.is_symlink() or not keras_file.is_file():
+        return "it has no data/model.keras file"
+    return keras_file
 
 
 def model_run_id(model_uri: str) -> str | None:
     """The run that logged ``model_uri``, if any."""
     try:
-        return mlflow.models.get_model_info(model_uri).run_id
+        with run_store.no_progress_bar():
+            return mlflow.models.get_model_info(model_uri).run_id
     except mlflow.exceptions.MlflowException as error:
         raise TrackingError(f"model {model_uri} not found in {tracking_uri()} ({error.message.splitlines()[0]}); check the URI") from None
     except OSError as error:
