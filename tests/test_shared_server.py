@@ -12,6 +12,7 @@ import configparser
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -176,16 +177,61 @@ FAKE_POSTGRES_TOOLS = {
 }
 
 
+SERVER_SCRIPT = Path(__file__).parents[1] / "scripts" / "tracking_server.sh"
+
+
+def fake_tools(tmp_path, tools: dict[str, str]) -> dict[str, str]:
+    """An environment whose PATH finds ``tools`` (name -> sh body) first."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in tools.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EDSR_SERVER_DIR": str(tmp_path / "server")}
+
+
 def test_the_postgres_script_prints_only_the_uri_on_stdout(tmp_path):
     """CI and the README capture `$(scripts/tracking_server.sh postgres)`: anything else on stdout
     (here pg_ctlcluster's "Removed stale pid file.") would corrupt the URI."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in FAKE_POSTGRES_TOOLS.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    script = Path(__file__).parents[1] / "scripts" / "tracking_server.sh"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EDSR_PG_PASSWORD": "secret"}
-    result = subprocess.run([str(script), "postgres"], env=env, capture_output=True, text=True, check=True)
+    env = {**fake_tools(tmp_path, FAKE_POSTGRES_TOOLS), "EDSR_PG_PASSWORD": "secret"}
+    result = subprocess.run([str(SERVER_SCRIPT), "postgres"], env=env, capture_output=True, text=True, check=True)
     assert result.stdout == "postgresql://mlflow:secret@127.0.0.1:5432/mlflow\n"
     assert "Removed stale pid file." in result.stderr
+
+
+def test_the_server_script_keeps_its_secrets_to_its_owner(tmp_path):
+    """Issue 10: basic_auth.ini was 0644 with the admin password and the database URI in clear,
+    the database password was on `mlflow server`'s command line (`ps`), artifacts 0755."""
+    record = tmp_path / "mlflow_argv"
+    tools = {
+        **FAKE_POSTGRES_TOOLS,
+        # psql gets the password on stdin, never in its arguments: record both.
+        "psql": f'echo "$@" >> {tmp_path}/psql_argv; cat >> {tmp_path}/psql_stdin; echo 1',
+        "mlflow": f'echo "$@" > {record}; echo "PGPASSFILE=$PGPASSFILE" >> {record}; exec sleep 60',
+        "curl": "exit 0",
+    }
+    env = {**fake_tools(tmp_path, tools), "EDSR_AUTH": "1", "EDSR_ADMIN_PASSWORD": "admin-pw-123"}
+    server = tmp_path / "server"
+    server.mkdir(mode=0o755)  # as an older version left it
+    try:
+        result = subprocess.run([str(SERVER_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        for _ in range(50):
+            if record.exists() and "PGPASSFILE" in record.read_text():
+                break
+            time.sleep(0.1)
+        password = (server / "pg_password").read_text()
+        assert len(password) >= 32
+        modes = {path.name: path.stat().st_mode & 0o777 for path in server.iterdir()}
+        assert modes["basic_auth.ini"] == modes["secret_key"] == modes["pg_password"] == modes["pgpass"] == 0o600, modes
+        assert modes["artifacts"] == 0o700 and server.stat().st_mode & 0o777 == 0o700, modes
+        assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+        argv, pgpass_line = record.read_text().splitlines()
+        assert password not in argv and "--backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow" in argv
+        assert pgpass_line == f"PGPASSFILE={server / 'pgpass'}"
+        assert (server / "pgpass").read_text() == f"127.0.0.1:5432:*:mlflow:{password}\n"
+        assert password not in (server / "basic_auth.ini").read_text()
+        assert password not in (tmp_path / "psql_argv").read_text()
+        assert f"PASSWORD '{password}'" in (tmp_path / "psql_stdin").read_text()
+    finally:
+        subprocess.run([str(SERVER_SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=30)
