@@ -29,6 +29,17 @@ SWEEP_TAG = "sweep_name"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 SAMPLES_FOLDER = "samples"
 RUN_ID_PATTERN = re.compile(r"[0-9a-zA-Z_-]{1,64}")
+# What a value inside a search filter may hold: MLflow's filter grammar has no escape for a quote,
+# so values are checked, never escaped (a sweep name once selected other sweeps' runs).
+FILTER_VALUE_PATTERN = re.compile(r"[A-Za-z0-9_.:+-]{1,256}")
+
+
+def filter_literal(value: str) -> str:
+    """``value`` as a quoted literal for an MLflow search filter; refuses anything but letters,
+    digits and ``_ . : + -`` (no quote, space or operator can reach the filter)."""
+    if not isinstance(value, str) or not FILTER_VALUE_PATTERN.fullmatch(value):
+        raise UserError(f"{value!r} cannot be searched for in MLflow: use letters, digits and _ . : + - only")
+    return f"'{value}'"
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,7 @@ def training_filter(parent_run_id: str | None = None) -> str:
     """The search filter of training runs (kind ``train``), optionally children of one run."""
     clauses = [f"tags.`{KIND_TAG}` = 'train'"]
     if parent_run_id:
-        clauses.append(f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
+        clauses.append(f"tags.`{PARENT_RUN_TAG}` = {filter_literal(parent_run_id)}")
     return " and ".join(clauses)
 
 
@@ -202,7 +213,7 @@ def sweep_parent_ids(name: str, experiment_id: str) -> list[str]:
     """Parent runs of the sweep called ``name``, newest first."""
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.{SWEEP_TAG} = '{name}'",
+        filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.{SWEEP_TAG} = {filter_literal(name)}",
         order_by=["attributes.start_time DESC"], output_format="list",
     )
     return [r.info.run_id for r in runs]

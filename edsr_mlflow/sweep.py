@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from .config import TrainConfig
 from .errors import ConfigError
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# A sweep's name is its identity in the store (tag ``sweep_name``, searched for on every re-run).
+SWEEP_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,12 @@ def load_sweep(path: str | Path) -> SweepDefinition:
     if unknown:
         raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, fixed, evaluate")
     configs = expand_grid(raw["grid"] or {}, raw.get("fixed") or {})
+    name = str(raw.get("name") or path.stem)
+    if not SWEEP_NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"grid file {path}: name {name!r} must start with a letter or digit and hold only "
+                          "letters, digits, '_', '.' and '-' (at most 100)")
     return SweepDefinition(
-        name=str(raw.get("name") or path.stem),
+        name=name,
         experiment=str(raw.get("experiment") or "edsr-sweeps"),
         configs=tuple(configs),
         evaluate=tuple(raw.get("evaluate") or ()),

@@ -123,3 +123,35 @@ def test_the_models_this_project_logs_still_load(run_id, tmp_path):
     loaded = tracking.load_keras_model(f"runs:/{run_id}/model")
     x = np.random.default_rng(1).uniform(0, 255, (1, 6, 5, 3)).astype(np.float32)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(net(x)))
+
+
+# ---------------------------------------------------------------- filter strings
+
+
+INJECTION = "rtfail' and attributes.status = 'FINISHED"
+
+
+def test_a_sweep_name_that_would_inject_into_a_filter_is_refused(tmp_path):
+    from edsr_mlflow import sweep
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": INJECTION, "grid": {"blocks": [1]}, "fixed": {"dataset": "sample"}}))
+    result = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid}"])
+    line = one_error_line(result)
+    assert "name" in line and "letters, digits" in line
+    with pytest.raises(Exception, match="must start with a letter"):
+        sweep.load_sweep(grid)
+
+
+@pytest.mark.parametrize("value", [INJECTION, "a'b", "x or 1=1", "", "a\\'"])
+def test_filter_values_with_quotes_or_operators_never_reach_a_query(value, tracking_store):
+    from edsr_mlflow import run_store
+    from edsr_mlflow.errors import UserError
+
+    with pytest.raises(UserError, match="cannot be searched for"):
+        run_store.sweep_parent_ids(value, "0")
+    with pytest.raises(UserError, match="cannot be searched for"):
+        run_store.filter_literal(value)
+    if value:  # an empty parent id means "no such filter"
+        with pytest.raises(UserError, match="cannot be searched for"):
+            run_store.training_filter(value)
