@@ -85,10 +85,10 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"{error.label}: {error}", err=True)
             sys.exit(error.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted: the run is marked KILLED; resume it with --resume RUN_ID", err=True)
+        except KeyboardInterrupt:  # outside a training run (training says which run and what next)
+            click.echo("interrupted: any run in progress is marked KILLED", err=True)
             sys.exit(130)
 
     return wrapper
@@ -141,7 +141,7 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
         click.echo(f"worker done: {outcome.result.state.epoch} epochs in step with the chief, which logged the run")
         return
     click.echo(
-        f"run {outcome.run_id} ({config.run_name}): val PSNR {outcome.result.final_val_psnr:.2f} dB, "
+        f"run {outcome.run_id} ({outcome.config.run_name}): val PSNR {outcome.result.final_val_psnr:.2f} dB, "
         f"{m['val_psnr_gain']:+.2f} dB over bicubic, {m['train_time_s']:.0f} s of training"
     )
     uri = _tracking_uri_for_ui()
@@ -156,7 +156,7 @@ def _tracking_uri_for_ui() -> str:
 
 @main.command()
 @click.option("--model", "model_uri", required=True, help="runs:/<run_id>/model, models:/<name>/<version>, or 'bicubic' for the baseline.")
-@click.option("--dataset", default="set5,set14", help="Comma-separated: div2k (validation split), set5, set14, b100, urban100, manga109, or folders of HR images.")
+@click.option("--dataset", default="set5,set14", help="Comma-separated: div2k (validation split), set5, set14, bsd68, b100, urban100, manga109, or folders of HR images.")
 @click.option("--scale", type=INT, default=0, help="Upscaling factor; needed for bicubic, otherwise read from the model's run (0).")
 @click.option("--benchmark-root", default="", help="Folder holding Set5/, Set14/... (empty: $EDSR_BENCHMARK_ROOT).")
 @click.option("--self-ensemble", type=click.BOOL, default=False, help="Average the 8 flips/rotations (EDSR+).")

@@ -4,6 +4,8 @@ parameters of the ``train`` entry point (a test keeps MLproject, CLI and this in
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 
 from . import distribute, options
@@ -30,6 +32,29 @@ def parse_bool(name: str, value) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _coerce(name: str, value, kind: type):
+    """``value`` as the field's type: whole numbers as int, numbers (also YAML's "1e-3", read as
+    a string) as float, "True"/"False" as bool. Raises ConfigError for what is none of these."""
+    if kind is bool:
+        return parse_bool(name, value)
+    if kind is str:
+        return value if isinstance(value, str) else str(value)
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if kind is int:
+        if not math.isfinite(value) or int(value) != value:
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -63,6 +88,8 @@ class TrainConfig:
     strategy: str = "default"
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # one form per value: 8, not 8.0 or "8"; 0.001, not "1e-3"
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), type(f.default)))
         options.check_upsampler(self.upsampler)
         options.check_scale(self.scale)
         options.check_precision(self.precision)
@@ -71,8 +98,8 @@ class TrainConfig:
             options.check_positive(name, getattr(self, name))
         options.check_positive("res_scale", self.res_scale, kind=float)
         options.check_positive("learning_rate", self.learning_rate, kind=float)
-        if self.time_budget_s < 0:
-            raise ConfigError(f"time_budget_s must be >= 0 (0 = no budget), got {self.time_budget_s}")
+        if not math.isfinite(self.time_budget_s) or self.time_budget_s < 0:
+            raise ConfigError(f"time_budget_s must be a finite number >= 0 (0 = no budget), got {self.time_budget_s}")
         distribute.check_strategy(self.strategy)
         if self.strategy == "multiworker" and self.time_budget_s:
             raise ConfigError("time_budget_s cannot be used with strategy multiworker (each host's clock would stop "
@@ -100,9 +127,5 @@ class TrainConfig:
                 value = params[f.name]
                 if value == "''":  # how `mlflow run` logs an empty parameter
                     value = ""
-                kind = type(f.default)
-                if kind is bool:
-                    kwargs[f.name] = parse_bool(f.name, value)
-                else:
-                    kwargs[f.name] = int(float(value)) if kind is int else kind(value)
+                kwargs[f.name] = value  # __post_init__ turns the string into the field's type
         return cls(**kwargs)

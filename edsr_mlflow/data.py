@@ -399,7 +399,7 @@ def load_sr_data(
 # ---------------------------------------------------------------- evaluation sets
 
 # Benchmark names -> folder names under the benchmark root (HR images only).
-BENCHMARK_FOLDERS = {"set5": "Set5", "set14": "Set14", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
+BENCHMARK_FOLDERS = {"set5": "Set5", "set14": "Set14", "bsd68": "BSD68", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
 BENCHMARK_ROOT_ENV = "EDSR_BENCHMARK_ROOT"
 
 
@@ -407,6 +407,15 @@ def benchmark_root(root: str | Path | None) -> Path | None:
     """The benchmark root: the argument, else ``$EDSR_BENCHMARK_ROOT``, else none."""
     root = root or os.environ.get(BENCHMARK_ROOT_ENV)
     return Path(root).expanduser() if root else None
+
+
+def eval_set_name(source: str) -> str:
+    """The short name an evaluation source has in metric keys: ``div2k``, ``set5``..., or a
+    folder's name in lower case with other characters as ``_`` (``eval_<name>_psnr``)."""
+    key = source.strip().lower()
+    if key == DIV2K or key in BENCHMARK_FOLDERS:
+        return key
+    return "".join(c if c.isalnum() else "_" for c in Path(source).expanduser().name.lower()).strip("_") or "images"
 
 
 def resolve_eval_source(source: str, root: str | Path | None) -> tuple[str, str | Path]:
@@ -427,8 +436,7 @@ def resolve_eval_source(source: str, root: str | Path | None) -> tuple[str, str 
         raise DataError(
             f"unknown evaluation dataset '{source}': use div2k, one of {', '.join(BENCHMARK_FOLDERS)}, or an existing folder of HR images"
         )
-    name = "".join(c if c.isalnum() else "_" for c in folder.name.lower()).strip("_") or "images"
-    return name, folder
+    return eval_set_name(source), folder
 
 
 def load_eval_set(source: str, scale: int, root: str | Path | None = None) -> tuple[str, list[ImagePair]]:

@@ -8,6 +8,7 @@ class UserError(Exception):
     """
 
     exit_code = 2
+    label = "error"  # the word before the message on the one line the CLI prints
 
 
 class ConfigError(UserError, ValueError):

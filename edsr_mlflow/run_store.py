@@ -219,10 +219,10 @@ def sweep_parent_ids(name: str, experiment_id: str) -> list[str]:
     return [r.info.run_id for r in runs]
 
 
-def sweep_children(name: str, experiment_id: str) -> list[tuple[str, str, dict[str, str]]]:
-    """(run id, status, params) of every training run under any parent of sweep ``name``."""
+def sweep_children(name: str, experiment_id: str) -> list[tuple[str, str, dict[str, str], set[str]]]:
+    """(run id, status, params, metric names) of every training run under any parent of sweep ``name``."""
     children = []
     for parent_id in sweep_parent_ids(name, experiment_id):
         runs = mlflow.search_runs(experiment_ids=[experiment_id], filter_string=training_filter(parent_id), output_format="list")
-        children += [(r.info.run_id, r.info.status, r.data.params) for r in runs]
+        children += [(r.info.run_id, r.info.status, r.data.params, set(r.data.metrics)) for r in runs]
     return children

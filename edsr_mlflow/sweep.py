@@ -9,10 +9,16 @@ A grid file::
       blocks: [4, 8, 16]
       upsampler: [subpixel, transpose, nearest, bilinear]
       seed: [1, 2]
+    variants:                       # optional: each combination once per entry, with its values
+      - {}
+      - {upsampler: transpose, transpose_kernel: 6}   # (grid then lists what variants don't set)
     fixed:                          # the same for every configuration
       scale: 4
       dataset: div2k
     evaluate: [set5, set14]         # optional: benchmarks scored after each training run
+
+The order of the configurations is the grid's, last key fastest (so ``seed`` first makes every
+stopping point a whole number of seeds), then the variants'.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from .config import TrainConfig
 from .errors import ConfigError
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Fields every run of a sweep logged; runs from before the upsampler controls lack those two
+# and used their defaults.
+REQUIRED_CONFIG_FIELDS = tuple(name for name in CONFIG_FIELDS if name not in ("transpose_kernel", "icnr"))
 # A sweep's name is its identity in the store (tag ``sweep_name``, searched for on every re-run).
 SWEEP_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -41,24 +50,45 @@ class SweepDefinition:
     evaluate: tuple[str, ...]
 
 
-def config_key(params: dict[str, object]) -> tuple[tuple[str, str], ...]:
-    """Identity of a configuration as MLflow stores it (every field as a string)."""
-    return tuple((name, str(params[name])) for name in CONFIG_FIELDS)
+def config_key(params: dict[str, object]) -> tuple[tuple[str, str], ...] | None:
+    """Identity of a configuration, from a config's params or a run's logged (string) params:
+    each value in its one normalised form (8 = "8.0", 0.001 = "1e-3"), fields a run predates at
+    their defaults. None for params that make no valid configuration."""
+    try:
+        config = TrainConfig.from_params({k: str(v) for k, v in params.items()})
+    except (ConfigError, TypeError, ValueError):
+        return None
+    return tuple((name, str(value)) for name, value in config.as_params().items())
 
 
-def expand_grid(grid: dict[str, list], fixed: dict[str, object]) -> list[TrainConfig]:
-    """Every combination of ``grid``'s lists, with ``fixed`` values; validated."""
-    unknown = sorted((set(grid) | set(fixed)) - set(CONFIG_FIELDS))
+def expand_grid(grid: dict[str, list], fixed: dict[str, object], variants: list[dict] | None = None) -> list[TrainConfig]:
+    """Every combination of ``grid``'s lists, once per variant (default: one empty variant),
+    with ``fixed`` values; validated."""
+    variants = variants if variants is not None else [{}]
+    if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError(f"variants must be a non-empty list of mappings, got {variants!r}")
+    varied = set().union(*variants)
+    unknown = sorted((set(grid) | set(fixed) | varied) - set(CONFIG_FIELDS))
     if unknown:
         raise ConfigError(f"unknown training parameter(s) {', '.join(unknown)}: use {', '.join(CONFIG_FIELDS)}")
-    overlap = sorted(set(grid) & set(fixed))
+    overlap = sorted((set(grid) & set(fixed)) | (varied & set(fixed)))
     if overlap:
-        raise ConfigError(f"{', '.join(overlap)} is both in grid and fixed: keep it in one")
+        raise ConfigError(f"{', '.join(overlap)} is both in fixed and in grid or variants: keep it in one")
     for name, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{name} must be a non-empty list, got {values!r}")
     names = list(grid)
-    return [TrainConfig(**fixed, **dict(zip(names, values))) for values in itertools.product(*(grid[n] for n in names))]
+    configs = [
+        TrainConfig(**{**fixed, **dict(zip(names, values)), **variant})
+        for values in itertools.product(*(grid[n] for n in names))
+        for variant in variants
+    ]
+    seen = set()
+    for config in configs:
+        if config in seen:
+            raise ConfigError(f"the grid makes {config.run_name} seed {config.seed} twice: a variant repeats a grid value")
+        seen.add(config)
+    return configs
 
 
 def load_sweep(path: str | Path) -> SweepDefinition:
@@ -72,10 +102,10 @@ def load_sweep(path: str | Path) -> SweepDefinition:
         raise ConfigError(f"grid file {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(raw, dict) or "grid" not in raw:
         raise ConfigError(f"grid file {path} needs a 'grid:' mapping of parameter lists")
-    unknown = sorted(set(raw) - {"name", "experiment", "grid", "fixed", "evaluate", "description"})
+    unknown = sorted(set(raw) - {"name", "experiment", "grid", "variants", "fixed", "evaluate", "description"})
     if unknown:
-        raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, fixed, evaluate")
-    configs = expand_grid(raw["grid"] or {}, raw.get("fixed") or {})
+        raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, variants, fixed, evaluate")
+    configs = expand_grid(raw["grid"] or {}, raw.get("fixed") or {}, raw.get("variants"))
     name = str(raw.get("name") or path.stem)
     if not SWEEP_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"grid file {path}: name {name!r} must start with a letter or digit and hold only "

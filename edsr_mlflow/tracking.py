@@ -269,8 +269,15 @@ def set_tags(tags: dict[str, str]) -> None:
 
 def run_params(run_id: str) -> dict[str, str]:
     """The params of an existing run (to resume it)."""
+    return existing_run(run_id).data.params
+
+
+def existing_run(run_id: str):
+    """The MLflow run ``run_id`` (status, params...); a one-line error if there is none."""
+    if not run_store.RUN_ID_PATTERN.fullmatch(run_id or ""):
+        raise TrackingError(f"{run_id!r} is not a run id; pass the 32-character id the run printed")
     try:
-        return mlflow.MlflowClient().get_run(run_id).data.params
+        return mlflow.MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException as error:
         raise TrackingError(f"run {run_id} is not in {tracking_uri()} ({error.error_code}); check the run id and MLFLOW_TRACKING_URI") from None
 
@@ -364,6 +371,24 @@ def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object
 
 
 # ---------------------------------------------------------------- sweeps
+
+
+def create_child_run(experiment_id: str, parent_run_id: str, run_name: str) -> str:
+    """A training run under ``parent_run_id``, made before its process starts (which takes it over
+    through ``MLFLOW_RUN_ID``), so the sweep knows its id without reading any output."""
+    tags = {KIND_TAG: "train", run_store.PARENT_RUN_TAG: parent_run_id, "mlflow.runName": run_name}
+    return mlflow.MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def close_if_running(run_id: str, status: str) -> str:
+    """Ends ``run_id`` with ``status`` if it is still RUNNING (its process died before it could
+    close it, or never opened it); returns the run's status afterwards."""
+    client = mlflow.MlflowClient()
+    current = client.get_run(run_id).info.status
+    if current == "RUNNING":
+        client.set_terminated(run_id, status)
+        return status
+    return current
 
 def _experiment_id(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)

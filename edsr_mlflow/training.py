@@ -9,9 +9,12 @@ caller's callbacks. A resumed run therefore never repeats or skips an epoch.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,8 +31,10 @@ from .inference import bicubic_upscaler, model_upscaler
 from .metrics import mean_scores
 from .model import build_edsr
 
-CHECKPOINT_FILE = "last.keras"
+CHECKPOINT_FILE = "model.keras"  # in each epoch's folder, beside STATE_FILE
 STATE_FILE = "state.json"
+EPOCH_FOLDER = re.compile(r"epoch-(\d{5})")
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -94,24 +99,86 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
 
 
 def save_checkpoint(model: keras.Model, state: TrainState, directory: Path) -> None:
-    """Writes model (with optimizer state) and training state; a crash leaves the old pair intact."""
+    """Writes model (with optimizer state) and training state as one unit: both go into a hidden
+    folder that one rename turns into ``epoch-NNNNN/``, so a kill at any point leaves either the
+    new pair or the old one, never a model of one epoch beside the state of another. Older epoch
+    folders are removed after."""
     directory.mkdir(parents=True, exist_ok=True)
-    tmp_model, tmp_state = directory / f".{CHECKPOINT_FILE}.tmp.keras", directory / f".{STATE_FILE}.tmp"
-    model.save(tmp_model)
-    tmp_state.write_text(json.dumps({"epoch": state.epoch, "train_time_s": state.train_time_s, "history": state.history}, indent=1))
-    os.replace(tmp_model, directory / CHECKPOINT_FILE)
-    os.replace(tmp_state, directory / STATE_FILE)
+    final = directory / f"epoch-{state.epoch:05d}"
+    tmp = directory / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save(tmp / CHECKPOINT_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps({"epoch": state.epoch, "train_time_s": state.train_time_s, "history": state.history}, indent=1))
+    shutil.rmtree(final, ignore_errors=True)  # only after a crash between this rename and the clean-up below
+    os.replace(tmp, final)
+    for older in _epoch_folders(directory)[:-1]:
+        shutil.rmtree(older, ignore_errors=True)
+
+
+def _epoch_folders(directory: Path) -> list[Path]:
+    """Complete checkpoints in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and EPOCH_FOLDER.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(EPOCH_FOLDER.fullmatch(p.name).group(1)))
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The folder of the last complete checkpoint in ``directory`` (None if there is none)."""
+    folders = _epoch_folders(directory)
+    return folders[-1] if folders else None
 
 
 def load_checkpoint(directory: Path, strategy=None) -> tuple[keras.Model, TrainState]:
-    """Loads the last checkpoint of a run (weights, optimizer, state) under ``strategy``."""
-    model_path, state_path = directory / CHECKPOINT_FILE, directory / STATE_FILE
-    if not model_path.exists() or not state_path.exists():
-        raise UserError(f"no checkpoint in {directory}: the run never finished an epoch here; start a new run instead of resuming")
-    with _scope(strategy):
-        model = keras.models.load_model(model_path, safe_mode=True)
-    raw = json.loads(state_path.read_text())
-    return model, TrainState(epoch=raw["epoch"], train_time_s=raw["train_time_s"], history=raw["history"])
+    """Loads the last checkpoint of a run (weights, optimizer, state) under ``strategy``.
+
+    Raises:
+        UserError: no checkpoint, or one that cannot be read (truncated, edited, inconsistent).
+    """
+    folder = latest_checkpoint(directory)
+    if folder is None:
+        raise UserError(f"no checkpoint in {directory}: the run never finished an epoch there; start a new run "
+                        "(or pass the --checkpoint-dir it was trained with)")
+    try:
+        raw = json.loads((folder / STATE_FILE).read_text())
+        state = TrainState(epoch=int(raw["epoch"]), train_time_s=float(raw["train_time_s"]), history=list(raw["history"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"checkpoint {folder / STATE_FILE} is unreadable ({type(error).__name__}); "
+                        "the run cannot be resumed from it: start a new run") from None
+    if state.epoch != int(EPOCH_FOLDER.fullmatch(folder.name).group(1)) or len(state.history) != state.epoch:
+        raise UserError(f"checkpoint {folder} is inconsistent (state says epoch {state.epoch}); start a new run")
+    try:
+        with _scope(strategy):
+            model = keras.models.load_model(folder / CHECKPOINT_FILE, safe_mode=True)
+    except Exception as error:  # noqa: BLE001  Keras raises many kinds for a damaged zip
+        raise UserError(f"checkpoint {folder / CHECKPOINT_FILE} is unreadable ({type(error).__name__}); "
+                        "the run cannot be resumed from it: start a new run") from None
+    return model, state
+
+
+@contextlib.contextmanager
+def checkpoint_lock(directory: Path, run_id: str):
+    """Holds an exclusive lock on the run's checkpoint folder while training it: a second
+    process (a second ``--resume`` of the same run) is refused at once instead of logging every
+    epoch twice. The lock dies with the process, so a ``kill -9`` leaves nothing to clean."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise UserError(f"run {run_id} is being trained right now by {holder}; wait for it to end "
+                            "(or stop it) before resuming") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------- callbacks

@@ -6,11 +6,12 @@ and call the pure pieces (``data``, ``training``, ``evaluation``), which know no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import re
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainOutcome:
     run_id: str | None  # None for a non-chief worker, which logs nothing
+    config: TrainConfig  # what was trained: a resumed run's own params
     result: training.TrainResult
     final_metrics: dict[str, float]
+
+
+class TrainingInterrupted(UserError):
+    """Ctrl-C or SIGTERM during training: the run is KILLED; the message says what to do next."""
+
+    exit_code = 130
+    label = "interrupted"
 
 
 def final_metrics(result: training.TrainResult) -> dict[str, float]:
@@ -43,6 +52,18 @@ def final_metrics(result: training.TrainResult) -> dict[str, float]:
         "val_psnr_gain": result.final_val_psnr - result.bicubic_val_psnr,
         "epochs_completed": float(result.state.epoch),
     }
+
+
+def resumable_config(run_id: str) -> TrainConfig:
+    """The configuration of a run that may be resumed; refuses, leaving the run as it is, one
+    that FINISHED (resuming would log its final metrics and model a second time)."""
+    run = tracking.existing_run(run_id)
+    if run.info.status == "FINISHED":
+        raise UserError(f"run {run_id} already FINISHED; nothing to resume (train a new run to train longer)")
+    config = TrainConfig.from_params(run.data.params)
+    if config.strategy == "multiworker":
+        raise UserError(f"run {run_id} trained on several hosts; resuming it is not supported: start a new run")
+    return config
 
 
 def train_run(
@@ -58,43 +79,61 @@ def train_run(
 
     Data is resolved before the run opens, so a missing folder or unavailable DIV2K leaves
     no run behind. With ``resume_run_id`` the run's own params are used, its last checkpoint
-    (``checkpoint_root/<run_id>``) is loaded and training continues in the same run.
+    (``checkpoint_root/<run_id>``) is loaded and training continues in the same run; every
+    reason to refuse (a FINISHED run, no or a damaged checkpoint, another process training the
+    run) is found before the run is reopened, so a refused resume changes nothing.
     """
     if resume_run_id:  # the run's own params, strategy included
         tracking.check_tracking_server()
-        config = TrainConfig.from_params(tracking.run_params(resume_run_id))
-        if config.strategy == "multiworker":
-            raise UserError(f"run {resume_run_id} trained on several hosts; resuming it is not supported: start a new run")
+        config = resumable_config(resume_run_id)
     strategy = distribute.make_strategy(config.strategy)  # before any other TensorFlow op
     distribute.check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
     if not distribute.is_chief(config.strategy):
         return _train_as_worker(config, strategy, checkpoint_root, verbose)
     if not resume_run_id:  # (checked above when resuming) fail fast, before loading data
         tracking.check_tracking_server()
-    sr_data = _load_training_data(config, checkpoint_root)
-    with tracking.training_run(config, resume_run_id=resume_run_id, experiment=experiment, parent_run_id=parent_run_id) as run:
-        run_id = run.info.run_id
-        checkpoint_dir = checkpoint_root / run_id
+    with contextlib.ExitStack() as held:
+        model = state = None
         if resume_run_id:
-            model, state = training.load_checkpoint(checkpoint_dir, strategy)
-            tracking.log_epoch_history(state.history, skip=tracking.logged_epochs(run_id))
-        else:
-            if (checkpoint_dir / training.STATE_FILE).exists():
-                raise UserError(f"{checkpoint_dir} already holds a checkpoint; resume it with --resume {run_id}")
-            tracking.log_datasets(sr_data.train_info, sr_data.val_info)
-            model, state = training.build_model(config, strategy), None
-            tracking.log_model_facts(model.count_params(), macs_per_lr_pixel(model))
-            tracking.set_tags({"replicas": str(strategy.num_replicas_in_sync)})
-        result = training.train(
-            config, model, sr_data, checkpoint_dir, state=state,
-            callbacks=(tracking.EpochLogger(),), verbose=verbose, strategy=strategy,
-        )
-        metrics = final_metrics(result)
-        tracking.log_final_metrics(metrics)
-        tracking.set_tags({"stop_reason": result.stop_reason})
-        tracking.log_visual_samples(visual_samples(sr_data.val_pairs, model_upscaler(model), config.scale))
-        tracking.log_keras_model(model)
-    return TrainOutcome(run_id, result, metrics)
+            held.enter_context(training.checkpoint_lock(checkpoint_root / resume_run_id, resume_run_id))
+            model, state = training.load_checkpoint(checkpoint_root / resume_run_id, strategy)
+        sr_data = _load_training_data(config, checkpoint_root)
+        run_id = resume_run_id
+        try:
+            with tracking.training_run(config, resume_run_id=resume_run_id, experiment=experiment, parent_run_id=parent_run_id) as run:
+                run_id = run.info.run_id
+                checkpoint_dir = checkpoint_root / run_id
+                if resume_run_id:
+                    tracking.log_epoch_history(state.history, skip=tracking.logged_epochs(run_id))
+                else:
+                    if training.latest_checkpoint(checkpoint_dir) is not None:
+                        raise UserError(f"{checkpoint_dir} already holds a checkpoint; resume it with --resume {run_id}")
+                    held.enter_context(training.checkpoint_lock(checkpoint_dir, run_id))
+                    tracking.log_datasets(sr_data.train_info, sr_data.val_info)
+                    model = training.build_model(config, strategy)
+                    tracking.log_model_facts(model.count_params(), macs_per_lr_pixel(model))
+                    tracking.set_tags({"replicas": str(strategy.num_replicas_in_sync)})
+                result = training.train(
+                    config, model, sr_data, checkpoint_dir, state=state,
+                    callbacks=(tracking.EpochLogger(),), verbose=verbose, strategy=strategy,
+                )
+                metrics = final_metrics(result)
+                tracking.log_final_metrics(metrics)
+                tracking.set_tags({"stop_reason": result.stop_reason})
+                tracking.log_visual_samples(visual_samples(sr_data.val_pairs, model_upscaler(model), config.scale))
+                tracking.log_keras_model(model)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(_interrupted_message(run_id, checkpoint_root)) from None
+    return TrainOutcome(run_id, config, result, metrics)
+
+
+def _interrupted_message(run_id: str | None, checkpoint_root: Path) -> str:
+    if run_id is None:
+        return "stopped before the run was created; nothing was logged"
+    if training.latest_checkpoint(checkpoint_root / run_id) is None:
+        return f"run {run_id} is marked KILLED; no epoch had finished, so there is nothing to resume: start a new run"
+    folder = "" if checkpoint_root == Path("checkpoints") else f" --checkpoint-dir {checkpoint_root}"
+    return f"run {run_id} is marked KILLED; resume it with `edsr-mlflow train --resume {run_id}{folder}`"
 
 
 def _load_training_data(config: TrainConfig, checkpoint_root: Path) -> data.SRData:
@@ -112,7 +151,7 @@ def _train_as_worker(config: TrainConfig, strategy, checkpoint_root: Path, verbo
     sr_data = _load_training_data(config, checkpoint_root)
     model = training.build_model(config, strategy)
     result = training.train(config, model, sr_data, checkpoint_root / f"{task_type}-{index}", verbose=verbose, strategy=strategy)
-    return TrainOutcome(None, result, final_metrics(result))
+    return TrainOutcome(None, config, result, final_metrics(result))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -202,7 +241,7 @@ def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: i
 @dataclass(frozen=True)
 class ConfigOutcome:
     config: TrainConfig
-    status: str  # "skipped" (finished earlier), "finished", "failed"
+    status: str  # "skipped" (finished earlier), "finished", "failed", "interrupted"
     run_id: str | None
     log_file: Path | None
     message: str = ""
@@ -213,38 +252,86 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def _run_logged(command: list[str], log_file: Path, env: dict[str, str]) -> int:
-    with log_file.open("a") as log_stream:
-        log_stream.write("$ " + " ".join(command) + "\n")
-        log_stream.flush()
-        return subprocess.run(command, stdout=log_stream, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL).returncode
+class _Children:
+    """The processes a sweep started. On Ctrl-C (or SIGTERM) the sweep stops starting new ones and
+    passes SIGTERM to those running, which end their runs KILLED."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopping = threading.Event()
+
+    def run(self, command: list[str], log_file: Path, env: dict[str, str]) -> int | None:
+        """Runs ``command`` with output appended to ``log_file``; None if the sweep is stopping."""
+        with log_file.open("a") as log_stream, self._lock:
+            if self.stopping.is_set():
+                return None
+            log_stream.write("$ " + " ".join(command) + "\n")
+            log_stream.flush()
+            # A session of its own: a Ctrl-C at the terminal reaches the sweep alone, which
+            # stops each child once, with SIGTERM.
+            process = subprocess.Popen(command, stdout=log_stream, stderr=subprocess.STDOUT, env=env,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            self._running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping.set()
+            running = list(self._running)
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
 
 
-def _train_and_evaluate(config: TrainConfig, index: int, parent_run_id: str, log_dir: Path, env: dict[str, str],
-                        checkpoint_root: Path, evaluate: tuple[str, ...], benchmark_root: str | None) -> ConfigOutcome:
-    """One configuration in its own process, so a crash or leak cannot touch the others."""
+def _train_and_evaluate(config: TrainConfig, index: int, parent_run_id: str, experiment_id: str, log_dir: Path,
+                        env: dict[str, str], checkpoint_root: Path, evaluate: tuple[str, ...], benchmark_root: str | None,
+                        children: _Children, run_id: str | None = None) -> ConfigOutcome:
+    """One configuration in its own process, so a crash or leak cannot touch the others.
+
+    The child run is created here and handed to the process (``MLFLOW_RUN_ID``), so its id never
+    has to be read back from output. With ``run_id`` (a FINISHED run missing its evaluation) only
+    the evaluation runs.
+    """
     log_file = log_dir / f"{index:03d}_{config.run_name}_s{config.seed}.log"
-    train_command = [sys.executable, "-m", "edsr_mlflow", "train", *sweep.train_arguments(config),
-                     f"--parent-run-id={parent_run_id}", f"--checkpoint-dir={checkpoint_root}"]
-    if _run_logged(train_command, log_file, env) != 0:
-        return ConfigOutcome(config, "failed", None, log_file, _last_line(log_file))
-    match = re.search(r"^run ([0-9a-f]{32}) ", log_file.read_text(), flags=re.MULTILINE)
-    run_id = match.group(1) if match else None
-    if evaluate and run_id:
+    if run_id is None:
+        run_id = tracking.create_child_run(experiment_id, parent_run_id, config.run_name)
+        train_command = [sys.executable, "-m", "edsr_mlflow", "train", *sweep.train_arguments(config),
+                         f"--parent-run-id={parent_run_id}", f"--checkpoint-dir={checkpoint_root}"]
+        code = children.run(train_command, log_file, {**env, "MLFLOW_RUN_ID": run_id})
+        status = tracking.close_if_running(run_id, "KILLED" if children.stopping.is_set() else "FAILED")
+        if code is None or children.stopping.is_set():
+            return ConfigOutcome(config, "interrupted", run_id, log_file, f"stopped; run {run_id} is {status}")
+        if code != 0 or status != "FINISHED":
+            return ConfigOutcome(config, "failed", run_id, log_file, _last_line(log_file))
+    if evaluate:
         eval_command = [sys.executable, "-m", "edsr_mlflow", "evaluate", f"--model=runs:/{run_id}/model",
                         f"--dataset={','.join(evaluate)}", f"--benchmark-root={benchmark_root or ''}"]
-        if _run_logged(eval_command, log_file, env) != 0:
+        code = children.run(eval_command, log_file, env)
+        if code is None or children.stopping.is_set():
+            return ConfigOutcome(config, "interrupted", run_id, log_file, "stopped before its evaluation ended")
+        if code != 0:
             return ConfigOutcome(config, "failed", run_id, log_file, "evaluation failed: " + _last_line(log_file))
     return ConfigOutcome(config, "finished", run_id, log_file)
 
 
-def finished_configurations(sweep_name: str, experiment_id: str) -> dict[tuple, str]:
-    """Run id of every configuration that already FINISHED under the sweep, by ``sweep.config_key``."""
-    return {
-        sweep.config_key(p): run_id
-        for run_id, status, p in run_store.sweep_children(sweep_name, experiment_id)
-        if status == "FINISHED" and all(name in p for name in sweep.CONFIG_FIELDS)
-    }
+def finished_configurations(sweep_name: str, experiment_id: str, evaluate: tuple[str, ...] = ()) -> dict[tuple, tuple[str, bool]]:
+    """Every configuration that already FINISHED under the sweep, by ``sweep.config_key``: its run
+    id, and whether it holds every evaluation the grid asks for (``eval_<set>_psnr``)."""
+    wanted = {f"{metric_prefix(data.eval_set_name(name), False)}_psnr" for name in evaluate}
+    finished = {}
+    for run_id, status, params, metric_names in run_store.sweep_children(sweep_name, experiment_id):
+        key = sweep.config_key(params) if all(name in params for name in sweep.REQUIRED_CONFIG_FIELDS) else None
+        if status == "FINISHED" and key is not None:
+            evaluated = wanted <= set(metric_names)
+            if key not in finished or evaluated:
+                finished[key] = (run_id, evaluated)
+    return finished
 
 
 def sweep_run(
@@ -259,8 +346,10 @@ def sweep_run(
     """Trains every configuration of a grid as child runs of one parent run.
 
     Configurations that already FINISHED under this sweep (same name, same experiment) are
-    skipped; failed ones are tried again. Each configuration runs in its own process, at most
-    ``max_parallel`` at once; one failing does not stop the others.
+    skipped, or only evaluated if their evaluation is missing; failed ones are tried again. Each
+    configuration runs in its own process, at most ``max_parallel`` at once; one failing does
+    not stop the others. Ctrl-C (or SIGTERM) starts nothing more, stops the running ones (their
+    runs end KILLED) and ends the parent run KILLED.
 
     Returns:
         the parent run id and one outcome per configuration, in grid order.
@@ -270,26 +359,33 @@ def sweep_run(
     if max_parallel < 1:
         raise UserError(f"--max-parallel must be at least 1, got {max_parallel}")
     params = {"grid_name": definition.name, "configurations": len(definition.configs), "evaluate": ",".join(definition.evaluate)}
+    children = _Children()
     with tracking.sweep_parent_run(definition.name, definition.experiment, params) as parent:
         parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
-        finished = finished_configurations(definition.name, experiment_id)
+        finished = finished_configurations(definition.name, experiment_id, definition.evaluate)
         log_dir = output_dir / "sweeps" / definition.name
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
         env.update(MLFLOW_TRACKING_URI=tracking.tracking_uri(), MLFLOW_EXPERIMENT_ID=experiment_id)
         outcomes: list[ConfigOutcome | None] = [None] * len(definition.configs)
-        with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+        pool = ThreadPoolExecutor(max_workers=max_parallel)
+        try:
             futures = {}
             for index, config in enumerate(definition.configs):
-                key = sweep.config_key(config.as_params())
-                if key in finished:
-                    outcomes[index] = ConfigOutcome(config, "skipped", finished[key], None)
+                run_id, evaluated = finished.get(sweep.config_key(config.as_params()), (None, False))
+                if run_id and (evaluated or not definition.evaluate):
+                    outcomes[index] = ConfigOutcome(config, "skipped", run_id, None)
                     on_progress(outcomes[index])
                     continue
-                futures[index] = pool.submit(_train_and_evaluate, config, index, parent_id, log_dir, env,
-                                             checkpoint_root, definition.evaluate, benchmark_root)
+                futures[index] = pool.submit(_train_and_evaluate, config, index, parent_id, experiment_id, log_dir, env,
+                                             checkpoint_root, definition.evaluate, benchmark_root, children, run_id)
             for index, future in futures.items():
                 outcomes[index] = future.result()
                 on_progress(outcomes[index])
+        except KeyboardInterrupt:
+            children.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         tracking.set_tags({"configurations_failed": str(sum(o.status == "failed" for o in outcomes))})
     return parent_id, outcomes

@@ -72,7 +72,7 @@ def test_mirrored_strategy_run(tracking_store, tiny_params):
 
 
 def checkpoint_weights(path: Path) -> list[np.ndarray]:
-    return keras.models.load_model(path / training.CHECKPOINT_FILE, safe_mode=True).get_weights()
+    return keras.models.load_model(training.latest_checkpoint(path) / training.CHECKPOINT_FILE, safe_mode=True).get_weights()
 
 
 @pytest.mark.slow

@@ -46,8 +46,8 @@ def wait_until(condition, what: str, process: subprocess.Popen | None = None, li
 
 
 def checkpointed_epoch(cwd: Path) -> int:
-    states = list((cwd / "checkpoints").glob(f"*/{training.STATE_FILE}"))
-    return json.loads(states[0].read_text())["epoch"] if states else 0
+    runs = [folder for folder in (cwd / "checkpoints").glob("*") if training.latest_checkpoint(folder)]
+    return json.loads((training.latest_checkpoint(runs[0]) / training.STATE_FILE).read_text())["epoch"] if runs else 0
 
 
 def epoch_steps(run_id: str) -> dict[str, list[int]]:
@@ -124,3 +124,118 @@ def the_logged_run_with_epoch_1() -> str | None:
     if runs and epoch_steps(runs[0].info.run_id)["val_psnr"]:
         return runs[0].info.run_id
     return None
+
+
+# ---------------------------------------------------------------- refusing to resume, changing nothing
+
+
+def resume(run_id: str, *extra: str):
+    from click.testing import CliRunner
+
+    from edsr_mlflow import cli
+
+    return CliRunner().invoke(cli.main, ["train", f"--resume={run_id}", *extra])
+
+
+def assert_one_error_line(result, *fragments: str) -> None:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def finished_run(tracking_store, tiny_params):
+    from edsr_mlflow import workflows
+    from edsr_mlflow.config import TrainConfig
+
+    return workflows.train_run(TrainConfig(**tiny_params)).run_id
+
+
+def test_resuming_a_finished_run_is_refused_and_changes_nothing(finished_run, tmp_path):
+    before = mlflow.get_run(finished_run)
+    for extra in ((), ("--checkpoint-dir", str(tmp_path / "wrong"))):
+        assert_one_error_line(resume(finished_run, *extra), f"run {finished_run} already FINISHED")
+    after = mlflow.get_run(finished_run)
+    assert after.info.status == "FINISHED" and after.info.end_time == before.info.end_time
+    assert epoch_steps(finished_run) == {name: [1, 2] for name in tracking.EPOCH_METRICS}
+    assert len(mlflow.MlflowClient().get_metric_history(finished_run, "val_psnr_gain")) == 1
+
+
+def unfinished_run(status: str, params: dict) -> str:
+    from edsr_mlflow.config import TrainConfig
+
+    client = mlflow.MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    for name, value in TrainConfig(**params).as_params().items():
+        client.log_param(run_id, name, value)
+    if status != "RUNNING":
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.mark.parametrize("status", ["KILLED", "FAILED", "RUNNING"])
+def test_a_refused_resume_leaves_the_status_as_it_was(status, tracking_store, tiny_params):
+    run_id = unfinished_run(status, tiny_params)
+    assert_one_error_line(resume(run_id), "no checkpoint", "start a new run")
+    assert mlflow.get_run(run_id).info.status == status
+
+
+def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(finished_run, tiny_params):
+    source = training.latest_checkpoint(Path("checkpoints") / finished_run)
+    for damage, fragment in (("state", "state.json is unreadable"), ("model", "model.keras is unreadable")):
+        run_id = unfinished_run("KILLED", tiny_params)
+        target = Path("checkpoints") / run_id / source.name
+        target.parent.mkdir(parents=True)
+        import shutil
+
+        shutil.copytree(source, target)
+        if damage == "state":
+            (target / training.STATE_FILE).write_text('{"epoch": 2, "train_')
+        else:
+            data = (target / training.CHECKPOINT_FILE).read_bytes()
+            (target / training.CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
+        assert_one_error_line(resume(run_id), fragment)
+        assert mlflow.get_run(run_id).info.status == "KILLED"
+
+
+def test_a_second_process_on_the_same_run_is_refused(finished_run, tiny_params):
+    import shutil
+
+    run_id = unfinished_run("RUNNING", tiny_params)  # as a kill -9 leaves it, or as one in progress shows it
+    source = training.latest_checkpoint(Path("checkpoints") / finished_run)
+    shutil.copytree(source, Path("checkpoints") / run_id / source.name)
+    with training.checkpoint_lock(Path("checkpoints") / run_id, run_id):  # another process training it
+        assert_one_error_line(resume(run_id), f"run {run_id} is being trained right now by pid {os.getpid()}")
+    assert mlflow.get_run(run_id).info.status == "RUNNING"
+    assert epoch_steps(run_id)["val_psnr"] == []
+
+
+def test_a_kill_while_checkpointing_leaves_a_consistent_pair(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    from edsr_mlflow import model
+
+    net = model.build_edsr(scale=2, blocks=1, filters=4)
+    training.save_checkpoint(net, training.TrainState(epoch=1, history=[{"val_psnr": 1.0}]), tmp_path)
+    first_weights = [w.copy() for w in net.get_weights()]
+    net.set_weights([w + 1 for w in first_weights])
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed between writing epoch 2 and switching to it")
+
+    monkeypatch.setattr(training.os, "replace", killed)
+    with pytest.raises(SystemExit):
+        training.save_checkpoint(net, training.TrainState(epoch=2, history=[{"val_psnr": 1.0}, {"val_psnr": 2.0}]), tmp_path)
+    monkeypatch.undo()
+    loaded, state = training.load_checkpoint(tmp_path)
+    assert state.epoch == 1 and len(state.history) == 1
+    for got, expected in zip(loaded.get_weights(), first_weights):
+        np.testing.assert_array_equal(got, expected)
+    assert isinstance(loaded, keras.Model)
+
+    training.save_checkpoint(net, training.TrainState(epoch=2, history=[{"val_psnr": 1.0}, {"val_psnr": 2.0}]), tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["epoch-00002"]
+    assert training.load_checkpoint(tmp_path)[1].epoch == 2

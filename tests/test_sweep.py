@@ -32,7 +32,7 @@ def test_grid_expands_to_every_combination(tmp_path):
     "content, message",
     [
         ({"grid": {"blockz": [1]}}, "unknown training parameter"),
-        ({"grid": {"blocks": [1]}, "fixed": {"blocks": 2}}, "both in grid and fixed"),
+        ({"grid": {"blocks": [1]}, "fixed": {"blocks": 2}}, "both in fixed and in grid"),
         ({"grid": {"upsampler": ["pixelshuffle"]}}, "unknown upsampler"),
         ({"grid": {"blocks": []}}, "non-empty list"),
         ({"grid": {"blocks": [1]}, "evaluat": ["set5"]}, "unknown key"),
@@ -118,3 +118,98 @@ def test_sweep_and_compare_entry_points_of_mlflow_run(tracking_store, tmp_path):
     assert len(table) == 3  # header + one row per upsampler
     runs = mlflow.search_runs(experiment_names=["entry-points"], output_format="list")
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+# ---------------------------------------------------------------- bookkeeping (issue 10)
+
+
+def test_config_keys_compare_values_not_spellings():
+    from edsr_mlflow.config import TrainConfig
+
+    config = TrainConfig(blocks=8, learning_rate=0.001)
+    logged = {k: str(v) for k, v in config.as_params().items()}
+    assert sweep.config_key({**logged, "blocks": "8.0", "learning_rate": "1e-3"}) == sweep.config_key(config.as_params())
+    before_controls = {k: v for k, v in logged.items() if k not in ("transpose_kernel", "icnr")}
+    assert sweep.config_key(before_controls) == sweep.config_key(config.as_params())  # defaults then
+    assert sweep.config_key({**logged, "blocks": "9"}) != sweep.config_key(config.as_params())
+    assert sweep.config_key({**logged, "blocks": "zero"}) is None
+
+
+def test_grid_values_in_any_numeric_spelling(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ngrid:\n  learning_rate: [1e-3, 2.0e-3]\n  blocks: [1.0]\nfixed:\n  dataset: sample\n")
+    configs = sweep.load_sweep(grid).configs
+    assert [(c.learning_rate, c.blocks) for c in configs] == [(0.001, 1), (0.002, 1)]
+    assert all(isinstance(c.blocks, int) for c in configs)
+
+
+def test_variants_add_upsampler_controls(tmp_path):
+    grid = write_grid(tmp_path / "v.yaml", name="v", grid={"seed": [1, 2], "blocks": [2]},
+                      variants=[{"upsampler": "subpixel"}, {"upsampler": "subpixel", "icnr": True},
+                                {"upsampler": "transpose", "transpose_kernel": 6}],
+                      fixed={"dataset": "sample", "scale": 4})
+    configs = sweep.load_sweep(grid).configs
+    assert [(c.seed, c.run_name) for c in configs] == [
+        (seed, name) for seed in (1, 2)
+        for name in ("edsr_x4_b2_f64_subpixel", "edsr_x4_b2_f64_subpixel_icnr", "edsr_x4_b2_f64_transpose_k6")
+    ]
+    repeated = write_grid(tmp_path / "r.yaml", name="r", grid={"upsampler": ["transpose"]}, variants=[{}, {"upsampler": "transpose"}])
+    with pytest.raises(ConfigError, match="twice"):
+        sweep.load_sweep(repeated)
+
+
+@pytest.mark.slow
+def test_a_failed_evaluation_is_retried_on_the_same_run(tracking_store, tmp_path):
+    """Issue 10: a configuration whose evaluation failed was reported "already finished" for ever;
+    and the run id came from the first `run <id>` line of an appended log."""
+    photos = tmp_path / "photos"  # absent at first: the evaluation fails
+    grid = write_grid(
+        tmp_path / "e.yaml", name="evalretry", experiment="eval-retry", grid={"upsampler": ["nearest"]},
+        fixed={"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4, "epochs": 1, "steps_per_epoch": 2},
+        evaluate=[str(photos)],
+    )
+    first = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid}", "--output-dir=out"])
+    assert "0 trained, 0 already finished, 1 failed" in first.output, first.output
+    (trained,) = children("eval-retry")
+    assert trained.info.status == "FINISHED" and "eval_photos_psnr" not in trained.data.metrics
+
+    write_images(photos, count=2, size=40)
+    again = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid}", "--output-dir=out"])
+    assert again.exit_code == 0, again.output
+    assert "1 trained, 0 already finished, 0 failed" in again.output  # its evaluation ran
+    (evaluated,) = children("eval-retry")  # no second training run
+    assert evaluated.info.run_id == trained.info.run_id
+    assert "eval_photos_psnr" in evaluated.data.metrics
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_and_starts_nothing_more(tracking_store, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid = write_grid(
+        tmp_path / "slow.yaml", name="stopme", experiment="stop-me", grid={"seed": [1, 2, 3]},
+        fixed={"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4, "epochs": 2, "steps_per_epoch": 400},
+    )
+    sweep_process = subprocess.Popen([sys.executable, "-m", "edsr_mlflow", "sweep", f"--grid={grid}", "--output-dir=out"],
+                                     cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # a guard against a hung test, not a speed check
+    while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in children_or_none("stop-me")):
+        assert sweep_process.poll() is None, sweep_process.communicate()
+        time.sleep(0.3)
+    time.sleep(3)  # into the first configuration's training
+    sweep_process.send_signal(signal.SIGINT)
+    out, err = sweep_process.communicate(timeout=300)
+    assert sweep_process.returncode == 130, err[-2000:]
+    runs = mlflow.search_runs(experiment_names=["stop-me"], output_format="list")
+    trained = [r for r in runs if r.data.tags.get("edsr_mlflow.kind") == "train"]
+    assert [r.info.status for r in trained] == ["KILLED"]  # seeds 2 and 3 never started
+    (parent,) = [r for r in runs if r.data.tags.get("edsr_mlflow.kind") == "sweep"]
+    assert parent.info.status == "KILLED"
+
+
+def children_or_none(experiment: str):
+    return children(experiment) if mlflow.get_experiment_by_name(experiment) else []
