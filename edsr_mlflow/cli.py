@@ -8,6 +8,7 @@ non-zero; Ctrl-C exits 130 with the run marked KILLED.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -49,19 +50,26 @@ class WholeNumber(click.ParamType):
 
     name = "integer"
 
+    def __init__(self, minimum: int | None = None):
+        self.minimum = minimum
+
     def convert(self, value, param, ctx):
         if isinstance(value, int):
-            return value
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a whole number", param, ctx)
-        if not number.is_integer():
-            self.fail(f"{value!r} is not a whole number", param, ctx)
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a whole number", param, ctx)
+            if not number.is_integer():
+                self.fail(f"{value!r} is not a whole number", param, ctx)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{value!r} is below {self.minimum}", param, ctx)
         return int(number)
 
 
 INT = WholeNumber()
+COUNT = WholeNumber(minimum=0)  # 0 meaning "none" (tiles)
 
 
 def _bound_http_retries() -> None:
@@ -90,6 +98,14 @@ def friendly_errors(command):
         except KeyboardInterrupt:  # outside a training run (training says which run and what next)
             click.echo("interrupted: any run in progress is marked KILLED", err=True)
             sys.exit(130)
+        except Exception as error:  # noqa: BLE001  only MLflow's refusals become one line; bugs keep their traceback
+            if getattr(error, "error_code", None) != "PERMISSION_DENIED":
+                raise
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+            first_line = (str(error).strip().splitlines() or ["HTTP 403"])[0][:200]
+            click.echo(f"error: the tracking server refused {user} ({first_line}); ask its admin for EDIT permission on "
+                       "that experiment, or train into an experiment of your own (--experiment NAME)", err=True)
+            sys.exit(3)
 
     return wrapper
 
@@ -102,6 +118,8 @@ def main():
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
     _bound_http_retries()
+    # "Creating initial MLflow database tables..." on every new store: not for the user's screen.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -131,6 +149,8 @@ def main():
 def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
     """Train one EDSR model and log it to MLflow."""
     config = TrainConfig(**params)
+    if not resume_run_id:
+        _check_fits_in_memory(config)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     _import_tensorflow_quietly()
     from .workflows import train_run
@@ -148,6 +168,18 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
     click.echo(f"browse it: open {uri}" if uri.startswith(("http://", "https://")) else f"browse it: mlflow ui --backend-store-uri {uri}")
 
 
+def _check_fits_in_memory(config: TrainConfig) -> None:
+    """Refuses, before any run exists, a model that cannot fit in this machine's memory (a typo
+    such as --blocks 1e12 once made a run, then used 10 GB for ten minutes)."""
+    import psutil
+
+    needed, available = config.training_memory_lower_bound(), psutil.virtual_memory().available
+    if needed > available:
+        raise UserError(f"{config.run_name} with batch {config.batch_size} of {config.patch_size}px patches needs at least "
+                        f"{needed / 2**30:,.1f} GiB to train, and this machine has {available / 2**30:.1f} GiB free; "
+                        "lower blocks, filters, batch_size or patch_size")
+
+
 def _tracking_uri_for_ui() -> str:
     from .tracking import tracking_uri
 
@@ -160,7 +192,7 @@ def _tracking_uri_for_ui() -> str:
 @click.option("--scale", type=INT, default=0, help="Upscaling factor; needed for bicubic, otherwise read from the model's run (0).")
 @click.option("--benchmark-root", default="", help="Folder holding Set5/, Set14/... (empty: $EDSR_BENCHMARK_ROOT).")
 @click.option("--self-ensemble", type=click.BOOL, default=False, help="Average the 8 flips/rotations (EDSR+).")
-@click.option("--tile", type=INT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
+@click.option("--tile", type=COUNT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
 @friendly_errors
 def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
     """Score a logged model (or bicubic) on benchmarks; log the results to its training run."""
@@ -187,11 +219,14 @@ def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
 @click.argument("model_uri")
 @click.argument("input_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("output_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--tile", type=INT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
+@click.option("--tile", type=COUNT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
 @click.option("--self-ensemble", is_flag=True, help="Average the 8 flips/rotations (slower, a little sharper).")
 @friendly_errors
 def upscale(model_uri, input_path, output_path, tile, self_ensemble):
     """Super-resolve one image file: edsr-mlflow upscale MODEL_URI in.png out.png"""
+    from .images import check_output_path
+
+    check_output_path(output_path)  # before the seconds of loading and inference
     _import_tensorflow_quietly()
     from .workflows import upscale_file
 

@@ -115,6 +115,15 @@ class TrainConfig:
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
+    def training_memory_lower_bound(self) -> int:
+        """Bytes that training needs at the very least: weights, gradients and Adam's two moments
+        (float32), and one float32 activation per conv output of one batch (the backward pass
+        keeps more). An underestimate on purpose: it only rejects what cannot possibly fit."""
+        f, lr_pixels = self.filters, self.patch_size**2
+        weights = 9 * (3 * f + (2 * self.blocks + 1) * f * f + 4 * f * f + 3 * f)
+        activations = self.batch_size * lr_pixels * f * (2 * self.blocks + 2 + self.scale**2)
+        return 4 * (4 * weights + activations)
+
     def as_params(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 

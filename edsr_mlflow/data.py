@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from . import images
 from .errors import DataError
+from .metrics import SSIM_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +73,29 @@ def _digest(parts) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_pairs(paths, scale: int, min_lr_size: int, label: str) -> tuple[list[ImagePair], DatasetInfo]:
+def scored_min_lr_size(scale: int) -> int:
+    """The smallest LR side an image to be scored may have: SSIM's 11x11 window must fit in the
+    HR image after ``scale`` pixels are shaved from each border (x2: 8, x3: 6, x4: 5)."""
+    return -(-(SSIM_WINDOW + 2 * scale) // scale)
+
+
+def load_pairs(paths, scale: int, min_lr_size: int, label: str, *, scored: bool = False) -> tuple[list[ImagePair], DatasetInfo]:
     """Decodes image files into pairs; corrupt or too-small files are reported by name and skipped.
 
     Args:
         paths: image files.
-        min_lr_size: smallest LR side accepted (the patch size for training, a few pixels
-            for validation).
+        min_lr_size: smallest LR side accepted (the patch size for training).
         label: the source's name, for messages and the dataset record.
+        scored: the images will be scored (validation, evaluation): also skip those too small
+            for SSIM (:func:`scored_min_lr_size`) and flat ones (one colour: every upscaler
+            reproduces them exactly, so their PSNR is infinite and says nothing).
 
     Raises:
         DataError: no usable image remains.
     """
     paths = [Path(p) for p in paths]
+    if scored:
+        min_lr_size = max(min_lr_size, scored_min_lr_size(scale))
     pairs, problems = [], []
     digest = hashlib.sha256()
     for path in paths:
@@ -98,6 +109,9 @@ def load_pairs(paths, scale: int, min_lr_size: int, label: str) -> tuple[list[Im
             problems.append(
                 f"{path}: {width}x{height} is too small for {min_lr_size}px LR patches at x{scale}"
             )
+            continue
+        if scored and int(hr_image.max()) == int(hr_image.min()):
+            problems.append(f"{path}: one flat colour, so every upscaler scores infinite PSNR on it")
             continue
         pairs.append(make_pair(path.name, hr_image, scale))
         digest.update(path.name.encode())
@@ -126,6 +140,8 @@ def sample_image_paths(split: str) -> list[Path]:
 
 def directory_image_paths(directory: str | Path) -> list[Path]:
     directory = Path(directory).expanduser()
+    if directory.is_file():
+        raise DataError(f"dataset {directory} is a file, not a folder; pass the folder that holds the HR images, 'sample' or 'div2k'")
     if not directory.is_dir():
         raise DataError(f"dataset directory {directory} does not exist; pass an existing folder of HR images, 'sample' or 'div2k'")
     paths = images.list_image_files(directory)
@@ -384,7 +400,7 @@ def load_sr_data(
             val_pairs, val_info = div2k_validation_pairs(builder), div2k_info(builder, "validation")
         else:
             val_paths = sample_image_paths("validation") if val_dataset == SAMPLE else directory_image_paths(val_dataset)
-            val_pairs, val_info = load_pairs(val_paths, scale, 4, str(val_dataset))
+            val_pairs, val_info = load_pairs(val_paths, scale, 1, str(val_dataset), scored=True)
         return SRData(train_images, val_pairs, train_info, val_info)
 
     train_paths, val_paths, train_label, val_label = split_paths(dataset, None if val_dataset == DIV2K else val_dataset)
@@ -392,7 +408,7 @@ def load_sr_data(
     if val_dataset == DIV2K:
         val_pairs, val_info = div2k_validation_pairs(builder), div2k_info(builder, "validation")
     else:
-        val_pairs, val_info = load_pairs(val_paths, scale, 4, val_label)
+        val_pairs, val_info = load_pairs(val_paths, scale, 1, val_label, scored=True)
     return SRData(pairs_dataset(train_pairs).cache(), val_pairs, train_info, val_info)
 
 
@@ -444,5 +460,5 @@ def load_eval_set(source: str, scale: int, root: str | Path | None = None) -> tu
     name, location = resolve_eval_source(source, root)
     if location == DIV2K:
         return name, div2k_validation_pairs(div2k_builder(scale, data_dir=os.environ.get("TFDS_DATA_DIR")))
-    pairs, _ = load_pairs(directory_image_paths(location), scale, 4, str(location))
+    pairs, _ = load_pairs(directory_image_paths(location), scale, 1, str(location), scored=True)
     return name, pairs

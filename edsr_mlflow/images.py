@@ -79,6 +79,16 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.rint(np.asarray(image, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
+def check_output_path(path: str | Path) -> None:
+    """Raises DataError unless an image can be written to ``path``: its folder exists and its
+    suffix names a format (checked before the work that produces the image)."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: name the output with an image suffix ({', '.join(IMAGE_SUFFIXES)}), e.g. {path.with_suffix('.png')}")
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: folder {path.parent} does not exist; create it first")
+
+
 def save_rgb(image: np.ndarray, path: str | Path) -> None:
     Image.fromarray(image).save(path)
 

@@ -56,7 +56,10 @@ def psnr(hr_image: np.ndarray, sr_image: np.ndarray, *, shave: int, channel: str
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+SSIM_WINDOW = 11  # side of SSIM's Gaussian window, in pixels
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -87,8 +90,8 @@ def ssim(hr_image: np.ndarray, sr_image: np.ndarray, *, shave: int, channel: str
     Same arguments as :func:`psnr`. For ``"rgb"`` the three channels' SSIMs are averaged.
     """
     hr, sr = _prepare(hr_image, sr_image, shave, channel)
-    if min(hr.shape[:2]) < 11:
-        raise ValueError(f"SSIM needs at least 11x11 pixels after shaving, got {hr.shape[1]}x{hr.shape[0]}")
+    if min(hr.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after shaving, got {hr.shape[1]}x{hr.shape[0]}")
     if channel == "y":
         return _ssim_single(hr, sr)
     return float(np.mean([_ssim_single(hr[..., c], sr[..., c]) for c in range(3)]))

@@ -71,7 +71,26 @@ def check_tracking_server(uri: str | None = None, timeout_s: float = 5.0) -> str
         path = Path(uri.split("sqlite:///", 1)[-1])
         if path.parent and not path.parent.exists():
             raise TrackingError(f"the folder of the tracking database {path} does not exist; create it or set MLFLOW_TRACKING_URI")
+        if path.is_file():
+            _check_sqlite_schema(uri, path)
     return uri
+
+
+# What MLflow says of a SQLite file whose table creation was cut short (a first command killed
+# while MLflow set the store up): every later command fails the same way.
+_HALF_CREATED_STORE = ("already exists", "duplicate column", "out-of-date database schema", "no such table")
+
+
+def _check_sqlite_schema(uri: str, path: Path) -> None:
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001  sqlalchemy's OperationalError or MlflowException
+        if not any(marker in str(error) for marker in _HALF_CREATED_STORE):
+            raise
+        raise TrackingError(
+            f"the tracking database {path} is half set up (a command was stopped while MLflow created its tables); "
+            f"if it holds no runs yet, move it away (mv {path} {path}.broken) and run again, else try `mlflow db upgrade {uri}` on a copy"
+        ) from None
 
 
 def _basic_auth() -> tuple[str, str] | None:
@@ -116,12 +135,15 @@ def closing_run(run: mlflow.ActiveRun, resume_hint: str = ""):
         mlflow.end_run("KILLED")
         raise
     except BaseException as error:
-        try:
-            mlflow.end_run("FAILED")
-        except Exception as end_error:  # noqa: BLE001  the server is gone: say so below
-            if not _lost_connection(end_error):
-                raise
-            error = end_error
+        # A server that stopped answering would take MLflow's whole retry time again to refuse
+        # end_run: say so at once (the run stays RUNNING there until resumed).
+        if not _lost_connection(error):
+            try:
+                mlflow.end_run("FAILED")
+            except Exception as end_error:  # noqa: BLE001  the server went away just now: say so below
+                if not _lost_connection(end_error):
+                    raise
+                error = end_error
         if _lost_connection(error):
             raise TrackingError(
                 f"lost the MLflow tracking server at {tracking_uri()} during run {run.info.run_id}; "
@@ -265,6 +287,13 @@ def log_keras_model(model: keras.Model) -> None:
 
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
+
+
+def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
+    """Tags an existing run without reopening it (its status stays)."""
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
 
 
 def run_params(run_id: str) -> dict[str, str]:

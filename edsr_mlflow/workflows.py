@@ -212,6 +212,8 @@ def evaluate_model(
             raise UserError(f"{model_uri} has no training run to read its scale from; pass --scale")
         upscale = model_upscaler(tracking.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble)
     sets = [data.load_eval_set(name, scale, benchmark_root) for name in datasets]
+    if run_id is not None:  # a first write now: a user who may not write to the run learns it before the scoring
+        tracking.set_run_tags(run_id, {"last_evaluation": ",".join(name for name, _ in sets)})
     evaluations = [DatasetEvaluation(name, score_set(upscale, pairs, scale)) for name, pairs in sets]
     metrics = {k: v for e in evaluations for k, v in e.metrics(metric_prefix(e.dataset, self_ensemble)).items()}
     tables = {f"eval/{e.dataset}_x{scale}{'_se' if self_ensemble else ''}.csv": e.scores.table() for e in evaluations}

@@ -92,6 +92,10 @@ BAD_INPUTS = [
     (["--dataset=/no/such/folder"], "does not exist"),
     (["--dataset=sample", "--patch-size=1000"], "too small"),
     (["--dataset=div2k"], "DIV2K"),
+    (["--time-budget-s=nan"], "time_budget_s must be a finite number"),
+    (["--blocks=1e12"], "GiB to train"),
+    ([f"--dataset={__file__}"], "is a file, not a folder"),
+    (["--icnr=true", "--upsampler=nearest"], "icnr applies to upsampler subpixel only"),
 ]
 
 
