@@ -238,15 +238,25 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
 @click.option("--experiment", default="", help="Experiment whose training runs to compare (empty: every experiment).")
 @click.option("--parent-run-id", default="", help="Compare only the child runs of this run, e.g. a sweep's parent (empty: no such filter).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default="outputs/comparison", help="Where the table, excluded runs and figures are written (files there are replaced).")
+@click.option("--grid", "grid_file", default="", help="Grid file whose pre-declared comparisons to report, paired by seed (empty: none).")
 @friendly_errors
-def compare(experiment, parent_run_id, output_dir):
+def compare(experiment, parent_run_id, output_dir, grid_file):
     """Compare training runs: one row per configuration, mean and std over seeds."""
+    comparisons, metrics = (), ("val_psnr",)
+    if grid_file:
+        from .sweep import load_sweep
+
+        definition = load_sweep(grid_file)
+        comparisons, metrics = definition.comparisons, definition.comparison_metrics
     _import_tensorflow_quietly()
     from .comparison import compare_run
     from .findings import excluded_report
 
-    outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir)
+    outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir,
+                          comparisons=comparisons, comparison_metrics=metrics)
     click.echo(outcome.markdown)
+    if outcome.paired_markdown:
+        click.echo(outcome.paired_markdown)
     if len(outcome.excluded):
         click.echo(f"excluded {len(outcome.excluded)} run(s), listed in {output_dir / 'excluded_runs.csv'}:")
         click.echo(excluded_report(outcome.excluded))
@@ -288,7 +298,10 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
     click.echo(f"sweep {definition.name} (parent run {parent_id}): {counts['finished']} trained, "
                f"{counts['skipped']} already finished, {counts['failed']} failed")
     if counts["finished"] + counts["skipped"]:
-        comparison = compare_run(parent_run_id=parent_id, output_dir=output_dir / "comparison" / definition.name)
+        comparison = compare_run(parent_run_id=parent_id, output_dir=output_dir / "comparison" / definition.name,
+                                 comparisons=definition.comparisons, comparison_metrics=definition.comparison_metrics)
         click.echo(comparison.markdown)
+        if comparison.paired_markdown:
+            click.echo(comparison.paired_markdown)
     if counts["failed"]:
         raise UserError(f"{counts['failed']} of {len(outcomes)} configurations failed (logs in {output_dir}/sweeps/{definition.name}/); run the same command again to retry them")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import findings, plots, run_store, tracking
+from . import findings, plots, run_store, statistics, tracking
 from .errors import TrackingError
 
 log = logging.getLogger(__name__)
@@ -42,17 +42,24 @@ class ComparisonOutcome:
     markdown: str
     files: list[Path]
     without_samples: list[str]
+    paired: pd.DataFrame | None = None  # statistics.paired_table, when comparisons were declared
+    paired_markdown: str = ""
 
 
 def compare_run(
     experiment: str | None = None,
     parent_run_id: str | None = None,
     output_dir: Path = DEFAULT_OUTPUT_DIR,
+    comparisons: tuple[tuple[str, str], ...] = (),
+    comparison_metrics: tuple[str, ...] = ("val_psnr",),
 ) -> ComparisonOutcome:
     """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
     runs of ``parent_run_id``; writes the table in five formats, the excluded runs and four
     figures to ``output_dir``; logs them all to a new run named ``comparison`` (tag
     ``edsr_mlflow.kind=comparison``) in the experiment holding most of the compared runs.
+
+    With ``comparisons`` (pairs of run names, a grid file's pre-declared ones), also the paired
+    per-seed differences of ``comparison_metrics`` (``paired_comparisons.csv`` / ``.md``).
 
     Raises ``TrackingError`` when the store is unreachable, the experiment or parent run
     unknown, or no run can be compared.
@@ -75,6 +82,14 @@ def compare_run(
     table = findings.aggregate(usable)
     table_files = findings.export_table(table, output_dir)
     plot_files, without_samples = write_figures(table, usable, output_dir / "plots")
+    paired, paired_text = None, ""
+    if comparisons:
+        paired = statistics.paired_table(usable, list(comparisons), list(comparison_metrics))
+        paired_text = statistics.paired_markdown(paired)
+        paired.to_csv(output_dir / "paired_comparisons.csv", index=False)
+        (output_dir / "paired_comparisons.md").write_text(paired_text)
+        table_files["paired_csv"] = output_dir / "paired_comparisons.csv"
+        table_files["paired_markdown"] = output_dir / "paired_comparisons.md"
 
     experiment_id = findings.home_experiment_id(runs)
     params = {
@@ -89,6 +104,7 @@ def compare_run(
         run_id=run_id, experiment_name=run_store.experiment_name(experiment_id),
         table=table, excluded=excluded, markdown=table_files["markdown"].read_text(),
         files=[*table_files.values(), excluded_path, *plot_files], without_samples=without_samples,
+        paired=paired, paired_markdown=paired_text,
     )
 
 

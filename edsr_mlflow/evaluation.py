@@ -5,9 +5,27 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .data import ImagePair
 from .inference import Upscaler, bicubic_upscaler
 from .metrics import ImageScore, mean_scores, score_image
+from .spectral import band_psnr, periodic_error_index
+
+
+@dataclass(frozen=True)
+class ErrorSpectrum:
+    """Where one image's error lies (see :mod:`spectral`): the periodic-error (checkerboard)
+    index, and the PSNR (dB) of the error below and above the LR Nyquist frequency."""
+
+    periodic_index: float
+    psnr_low: float
+    psnr_high: float
+
+
+def error_spectrum(hr_image, sr_image, scale: int) -> ErrorSpectrum:
+    low, high = band_psnr(hr_image, sr_image, scale=scale, shave=scale)
+    return ErrorSpectrum(periodic_error_index(hr_image, sr_image, scale=scale, shave=scale), low, high)
 
 
 @dataclass(frozen=True)
@@ -17,6 +35,14 @@ class SetScores:
     per_image: tuple[ImageScore, ...]
     bicubic_per_image: tuple[ImageScore, ...]
     seconds_per_megapixel: float  # wall time of upscaling per million SR output pixels
+    spectra: tuple[ErrorSpectrum, ...] = ()  # per image, as ``per_image``
+    bicubic_spectra: tuple[ErrorSpectrum, ...] = ()
+
+    def spectrum_means(self, bicubic: bool = False) -> dict[str, float]:
+        """Means over images: ``periodic_index``, ``psnr_low``, ``psnr_high`` (NaN without spectra)."""
+        spectra = self.bicubic_spectra if bicubic else self.spectra
+        names = ("periodic_index", "psnr_low", "psnr_high")
+        return {n: float(np.mean([getattr(s, n) for s in spectra])) if spectra else float("nan") for n in names}
 
     @property
     def psnr(self) -> float:
@@ -55,6 +81,10 @@ class SetScores:
                 "psnr_rgb": [s.psnr_rgb for s in self.per_image],
                 "bicubic_psnr": [s.psnr for s in self.bicubic_per_image],
                 "bicubic_ssim": [s.ssim for s in self.bicubic_per_image],
+                **({"periodic_index": [s.periodic_index for s in self.spectra],
+                    "psnr_low": [s.psnr_low for s in self.spectra],
+                    "psnr_high": [s.psnr_high for s in self.spectra],
+                    "bicubic_periodic_index": [s.periodic_index for s in self.bicubic_spectra]} if self.spectra else {}),
             }
         )
 
@@ -64,8 +94,15 @@ def score_upscaler(upscale: Upscaler, pairs: list[ImagePair], scale: int) -> tup
     return tuple(score_image(p.name, p.hr_image, upscale(p.lr_image), shave=scale) for p in pairs)
 
 
-def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tuple[ImageScore, ...] | None = None) -> SetScores:
-    """Scores ``upscale`` and the bicubic baseline (pass ``bicubic`` to reuse earlier scores)."""
+def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tuple[ImageScore, ...] | None = None,
+              *, spectra: bool = False) -> SetScores:
+    """Scores ``upscale`` and the bicubic baseline (pass ``bicubic`` to reuse earlier scores);
+    with ``spectra``, also where the error of each lies (:func:`error_spectrum`).
+
+    The first image is upscaled once before the clock starts, so ``seconds_per_megapixel``
+    excludes graph tracing and other first-call costs."""
+    if pairs:
+        upscale(pairs[0].lr_image)  # warm-up
     start = time.perf_counter()
     sr_images = [upscale(p.lr_image) for p in pairs]
     elapsed = time.perf_counter() - start
@@ -73,7 +110,12 @@ def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tu
     per_image = tuple(score_image(p.name, p.hr_image, sr, shave=scale) for p, sr in zip(pairs, sr_images))
     if bicubic is None:
         bicubic = score_upscaler(bicubic_upscaler(scale), pairs, scale)
-    return SetScores(per_image, bicubic, elapsed / megapixels if megapixels else float("nan"))
+    model_spectra = bicubic_spectra = ()
+    if spectra:
+        model_spectra = tuple(error_spectrum(p.hr_image, sr, scale) for p, sr in zip(pairs, sr_images))
+        bicubic_up = bicubic_upscaler(scale)
+        bicubic_spectra = tuple(error_spectrum(p.hr_image, bicubic_up(p.lr_image), scale) for p in pairs)
+    return SetScores(per_image, bicubic, elapsed / megapixels if megapixels else float("nan"), model_spectra, bicubic_spectra)
 
 
 def bicubic_set(pairs: list[ImagePair], scale: int) -> SetScores:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .options import DEFAULT_TRANSPOSE_KERNEL, run_name, upsampler_variant
 
@@ -31,6 +32,8 @@ COST_METRICS = ("train_time_s", "step_time_ms")
 # Benchmark scores that ``evaluate`` adds: eval_<dataset>_psnr / _gain / _ms_per_mp.
 EVAL_QUALITY = re.compile(r"eval_(?P<dataset>.+)_(?P<measure>psnr|gain)")
 EVAL_SPEED = re.compile(r"eval_(?P<dataset>.+)_ms_per_mp")
+# Per benchmark, in table order: quality, then where the error lies (``spectral``).
+BENCHMARK_MEASURES = ("psnr", "gain", "psnr_low", "psnr_high", "periodic_index", "bicubic_periodic_index")
 # Params that identify a run rather than its configuration, so may differ between seeds.
 PER_RUN_PARAMS = {"seed", *MODEL_FACTS}
 # Params folded into the ``upsampler`` column (``transpose_k6``, ``subpixel_icnr``).
@@ -124,7 +127,7 @@ def value_columns(columns) -> list[str]:
     """Metrics the table aggregates, in table order: validation quality, benchmark quality
     (PSNR and gain per dataset), training cost, inference speed per dataset."""
     present = set(columns)
-    benchmarks = [f"eval_{d}_{m}" for d in eval_datasets(columns) for m in ("psnr", "gain") if f"eval_{d}_{m}" in present]
+    benchmarks = [f"eval_{d}_{m}" for d in eval_datasets(columns) for m in BENCHMARK_MEASURES if f"eval_{d}_{m}" in present]
     speeds = sorted(c for c in columns if EVAL_SPEED.fullmatch(c))
     return [*QUALITY_METRICS, *benchmarks, *COST_METRICS, *speeds]
 
@@ -133,7 +136,8 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration, sorted by scale, upsampler, blocks, filters.
 
     Columns: the config keys; ``n`` (runs, i.e. seeds); ``params_count``,
-    ``macs_per_lr_pixel``; ``<metric>_mean`` and ``<metric>_std`` for each of
+    ``macs_per_lr_pixel``; ``<metric>_mean``, ``<metric>_std`` and ``<metric>_ci95`` (half-width
+    of the 95 % t-interval of the mean; NaN for one run) for each of
     :func:`value_columns` (PSNR and gains in dB, SSIM 0..1, ``train_time_s`` seconds,
     ``step_time_ms`` and ``eval_<dataset>_ms_per_mp`` milliseconds); ``eval_<dataset>_n``
     (runs evaluated on that dataset); ``pareto`` (no configuration of the same scale trains
@@ -154,6 +158,10 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
         spec[f"eval_{dataset}_n"] = (column, "count")
     grouped = usable.groupby(keys, sort=True)
     table = grouped.agg(**spec).reset_index()
+    for column in values:  # half-width of the 95 % t-interval of the mean over seeds (NaN for one run)
+        counts = grouped[column].count().to_numpy()
+        t = stats.t.ppf(0.975, np.maximum(counts - 1, 1))
+        table[f"{column}_ci95"] = np.where(counts >= 2, t * table[f"{column}_std"].to_numpy() / np.sqrt(np.maximum(counts, 1)), np.nan)
     table["pareto"] = pareto_by_scale(table)
     table["differing_params"] = differing_params(usable, table[keys])
     return table
@@ -240,7 +248,7 @@ HEADERS = {
 def _decimals(column: str) -> int:
     if column.endswith("ssim"):
         return 4
-    if column.endswith(("psnr", "gain")):
+    if column.endswith(("psnr", "gain", "psnr_low", "psnr_high")):
         return 2
     return 1
 
@@ -248,9 +256,11 @@ def _decimals(column: str) -> int:
 def _header(column: str) -> str:
     if column in HEADERS:
         return HEADERS[column]
-    dataset = re.fullmatch(r"eval_(.+)_(psnr|gain|ms_per_mp)", column)
+    dataset = re.fullmatch(r"eval_(.+?)_(psnr|gain|ms_per_mp|psnr_low|psnr_high|periodic_index|bicubic_periodic_index)", column)
     name, measure = dataset.group(1), dataset.group(2)
-    return {"psnr": f"{name} PSNR (dB)", "gain": f"{name} gain (dB)", "ms_per_mp": f"{name} ms/MP"}[measure]
+    return {"psnr": f"{name} PSNR (dB)", "gain": f"{name} gain (dB)", "ms_per_mp": f"{name} ms/MP",
+            "psnr_low": f"{name} PSNR < LR Nyquist (dB)", "psnr_high": f"{name} PSNR > LR Nyquist (dB)",
+            "periodic_index": f"{name} periodic-error index", "bicubic_periodic_index": f"{name} bicubic periodic index"}[measure]
 
 
 def mean_std_text(mean: float, std: float, decimals: int, plus_minus: str = "±") -> str:
@@ -263,7 +273,8 @@ def mean_std_text(mean: float, std: float, decimals: int, plus_minus: str = "±"
 
 
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
-    """The table for people: strings, mean ± std in one cell, units in the headers."""
+    """The table for people: strings, mean ± half-width of its 95 % t-interval over seeds in one
+    cell (the mean alone for one run), units in the headers."""
     shown = pd.DataFrame({
         "scale": "x" + table["scale"].astype(str),
         "upsampler": table["upsampler"],
@@ -276,7 +287,7 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     for column in value_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]):
         decimals = _decimals(column)
         shown[_header(column)] = [
-            mean_std_text(m, s, decimals, plus_minus) for m, s in zip(table[f"{column}_mean"], table[f"{column}_std"])
+            mean_std_text(m, s, decimals, plus_minus) for m, s in zip(table[f"{column}_mean"], table[f"{column}_ci95"])
         ]
     shown["Pareto"] = np.where(table["pareto"], "yes", "")
     if table["differing_params"].astype(bool).any():

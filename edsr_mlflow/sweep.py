@@ -16,6 +16,9 @@ A grid file::
       scale: 4
       dataset: div2k
     evaluate: [set5, set14]         # optional: benchmarks scored after each training run
+    comparisons:                    # optional, pre-declared: paired by seed in `compare`
+      - [edsr_x4_b8_f64_subpixel, edsr_x4_b8_f64_transpose]
+    comparison_metrics: [eval_set5_psnr]   # optional (default: val_psnr)
 
 The order of the configurations is the grid's, last key fastest (so ``seed`` first makes every
 stopping point a whole number of seeds), then the variants'.
@@ -48,6 +51,21 @@ class SweepDefinition:
     experiment: str
     configs: tuple[TrainConfig, ...]
     evaluate: tuple[str, ...]
+    comparisons: tuple[tuple[str, str], ...] = ()  # (run name a, run name b): a - b, paired by seed
+    comparison_metrics: tuple[str, ...] = ("val_psnr",)
+
+
+def _comparisons(raw, configs: list[TrainConfig], path: Path) -> tuple[tuple[str, str], ...]:
+    names = {c.run_name for c in configs}
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+        raise ConfigError(f"grid file {path}: comparisons must be a list of [run name a, run name b] pairs")
+    unknown = sorted({str(n) for pair in raw for n in pair} - names)
+    if unknown:
+        raise ConfigError(f"grid file {path}: comparisons name {', '.join(unknown)}, which the grid does not make; "
+                          f"use run names such as {sorted(names)[0]}")
+    return tuple((str(a), str(b)) for a, b in raw)
 
 
 def config_key(params: dict[str, object]) -> tuple[tuple[str, str], ...] | None:
@@ -102,9 +120,9 @@ def load_sweep(path: str | Path) -> SweepDefinition:
         raise ConfigError(f"grid file {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(raw, dict) or "grid" not in raw:
         raise ConfigError(f"grid file {path} needs a 'grid:' mapping of parameter lists")
-    unknown = sorted(set(raw) - {"name", "experiment", "grid", "variants", "fixed", "evaluate", "description"})
+    unknown = sorted(set(raw) - {"name", "experiment", "grid", "variants", "fixed", "evaluate", "comparisons", "comparison_metrics", "description"})
     if unknown:
-        raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, variants, fixed, evaluate")
+        raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, variants, fixed, evaluate, comparisons, comparison_metrics")
     configs = expand_grid(raw["grid"] or {}, raw.get("fixed") or {}, raw.get("variants"))
     name = str(raw.get("name") or path.stem)
     if not SWEEP_NAME_PATTERN.fullmatch(name):
@@ -115,6 +133,8 @@ def load_sweep(path: str | Path) -> SweepDefinition:
         experiment=str(raw.get("experiment") or "edsr-sweeps"),
         configs=tuple(configs),
         evaluate=tuple(raw.get("evaluate") or ()),
+        comparisons=_comparisons(raw.get("comparisons"), configs, path),
+        comparison_metrics=tuple(str(m) for m in (raw.get("comparison_metrics") or ["val_psnr"])),
     )
 
 

@@ -165,12 +165,17 @@ class DatasetEvaluation:
     scores: SetScores
 
     def metrics(self, prefix: str) -> dict[str, float]:
+        spectrum, bicubic_spectrum = self.scores.spectrum_means(), self.scores.spectrum_means(bicubic=True)
         return {
             f"{prefix}_psnr": self.scores.psnr,
             f"{prefix}_ssim": self.scores.ssim,
             f"{prefix}_gain": self.scores.gain,
             f"{prefix}_bicubic_psnr": self.scores.bicubic_psnr,
             f"{prefix}_ms_per_mp": 1000.0 * self.scores.seconds_per_megapixel,
+            f"{prefix}_periodic_index": spectrum["periodic_index"],
+            f"{prefix}_psnr_low": spectrum["psnr_low"],
+            f"{prefix}_psnr_high": spectrum["psnr_high"],
+            f"{prefix}_bicubic_periodic_index": bicubic_spectrum["periodic_index"],
         }
 
 
@@ -214,7 +219,7 @@ def evaluate_model(
     sets = [data.load_eval_set(name, scale, benchmark_root) for name in datasets]
     if run_id is not None:  # a first write now: a user who may not write to the run learns it before the scoring
         tracking.set_run_tags(run_id, {"last_evaluation": ",".join(name for name, _ in sets)})
-    evaluations = [DatasetEvaluation(name, score_set(upscale, pairs, scale)) for name, pairs in sets]
+    evaluations = [DatasetEvaluation(name, score_set(upscale, pairs, scale, spectra=True)) for name, pairs in sets]
     metrics = {k: v for e in evaluations for k, v in e.metrics(metric_prefix(e.dataset, self_ensemble)).items()}
     tables = {f"eval/{e.dataset}_x{scale}{'_se' if self_ensemble else ''}.csv": e.scores.table() for e in evaluations}
     if run_id is None:

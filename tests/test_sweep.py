@@ -213,3 +213,13 @@ def test_ctrl_c_stops_the_sweep_and_starts_nothing_more(tracking_store, tmp_path
 
 def children_or_none(experiment: str):
     return children(experiment) if mlflow.get_experiment_by_name(experiment) else []
+
+
+def test_comparisons_name_configurations_the_grid_makes(tmp_path):
+    base = dict(name="c", grid={"upsampler": ["subpixel", "nearest"]}, fixed={"dataset": "sample", "blocks": 2})
+    good = sweep.load_sweep(write_grid(tmp_path / "c.yaml", **base, comparisons=[["edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_nearest"]],
+                                       comparison_metrics=["eval_set5_psnr"]))
+    assert good.comparisons == (("edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_nearest"),)
+    assert good.comparison_metrics == ("eval_set5_psnr",)
+    with pytest.raises(ConfigError, match="edsr_x2_b2_f64_bilinear, which the grid does not make"):
+        sweep.load_sweep(write_grid(tmp_path / "d.yaml", **base, comparisons=[["edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_bilinear"]]))
