@@ -46,12 +46,17 @@ def test_bad_grid_files_are_rejected_before_any_run(tmp_path, content, message):
 
 def test_the_shipped_grids_are_valid():
     root = Path(__file__).resolve().parents[1] / "experiments"
+    variants = ("subpixel", "subpixel_icnr", "transpose", "transpose_k6", "nearest", "bilinear")
     study = sweep.load_sweep(root / "seed_study_x4.yaml")
-    assert {(c.blocks, c.upsampler) for c in study.configs} == {
-        (b, u) for b in (4, 8, 16) for u in ("subpixel", "transpose", "nearest", "bilinear")
+    assert {(c.blocks, c.run_name.split("_f64_")[1], c.seed) for c in study.configs} == {
+        (b, u, s) for b in (4, 8, 16) for u in variants for s in (1, 2, 3)
     }
-    assert all(c.scale == 4 for c in study.configs)
+    assert all(c.scale == 4 for c in study.configs) and len(study.comparisons) == 8
     assert len(sweep.load_sweep(root / "cpu_study.yaml").configs) == 12
+    cpu = sweep.load_sweep(root / "cpu_study_v2.yaml")
+    assert [c.seed for c in cpu.configs] == [1] * 12 + [2] * 12 + [3] * 12  # seed by seed
+    assert {c.run_name.split("_f32_")[1] for c in cpu.configs} == set(variants)
+    assert all(c.val_dataset == "" for c in cpu.configs)  # the hold-out, never a test set
 
 
 def children(experiment: str):

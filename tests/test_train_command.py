@@ -160,6 +160,7 @@ def test_resume_after_a_crash_logs_each_epoch_exactly_once(tracking_store, tiny_
 
     result = CliRunner().invoke(cli.main, ["train", f"--resume={crashed.info.run_id}"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert f"run {crashed.info.run_id} ({config.run_name})" in result.output  # the run's own name, not the CLI defaults'
     (run,) = all_runs()
     assert run.info.run_id == crashed.info.run_id
     assert_complete_training_run(run, config)
