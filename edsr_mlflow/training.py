@@ -196,6 +196,15 @@ class _EpochTraining(keras.callbacks.Callback):
         self.checkpoint_dir = checkpoint_dir
         self.stop_reason = "epochs"
         self._learning_rate = None
+        self._traced = False  # whether this process has run a training step yet
+
+    def _step_time_ms(self, epoch_train_s: float) -> float:
+        """Mean wall time of a training step, in ms; the tracing first step excluded when the
+        epoch has others (it stays in ``train_time_s``, which is what training really took)."""
+        timed_steps = self._steps - self._timed_steps_skipped
+        if timed_steps <= 0:
+            return 1000.0 * epoch_train_s / max(self._steps, 1)
+        return 1000.0 * (self._last_step_end - self._timed_from) / timed_steps
 
     # Progress through training, 0..1, by steps or by the time budget, whichever is further.
     def _progress(self, global_step: int, train_time_s: float) -> float:
@@ -214,11 +223,17 @@ class _EpochTraining(keras.callbacks.Callback):
         self._epoch = epoch
         self._steps = 0
         self._epoch_start = time.perf_counter()
+        # The first step a process runs also traces (and maybe compiles) the graph: the step time
+        # of that epoch is timed from the end of its first step.
+        self._timed_from, self._timed_steps_skipped = self._epoch_start, 0
         self._set_learning_rate(self._progress(epoch * self.config.steps_per_epoch, self.state.train_time_s))
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
         self._last_step_end = time.perf_counter()
+        if self._steps == 1 and not self._traced:
+            self._traced = True
+            self._timed_from, self._timed_steps_skipped = self._last_step_end, 1
         elapsed = self.state.train_time_s + (self._last_step_end - self._epoch_start)
         global_step = self._epoch * self.config.steps_per_epoch + self._steps
         self._set_learning_rate(self._progress(global_step, elapsed))
@@ -242,7 +257,7 @@ class _EpochTraining(keras.callbacks.Callback):
             "val_psnr": means["psnr"],
             "val_ssim": means["ssim"],
             "val_psnr_rgb": means["psnr_rgb"],
-            "step_time_ms": 1000.0 * epoch_train_s / max(self._steps, 1),
+            "step_time_ms": self._step_time_ms(epoch_train_s),
             "patches_per_s": self._steps * self.config.batch_size / epoch_train_s if epoch_train_s else 0.0,
             "learning_rate": float(self._learning_rate),
             "steps": float(self._steps),

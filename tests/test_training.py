@@ -96,3 +96,22 @@ def test_nan_loss_raises_a_clear_error(tmp_path, tiny_params, sample_data):
 def test_missing_checkpoint_is_a_user_error(tmp_path):
     with pytest.raises(training.UserError, match="no checkpoint"):
         training.load_checkpoint(tmp_path)
+
+
+def test_the_tracing_first_step_is_left_out_of_the_step_time(monkeypatch, tmp_path):
+    # Epoch 1: the first step traces the graph (10 s), then two steps of 1 s: 1,000 ms per step,
+    # not 4,000. Epoch 2 has no tracing step: every step counts.
+    clock = iter([0.0, 10.0, 11.0, 12.0, 100.0, 101.0, 102.0])
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    epoch = training._EpochTraining(TrainConfig(dataset="sample", steps_per_epoch=3), training.TrainState(), [], tmp_path)
+    from types import SimpleNamespace
+
+    epoch.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=SimpleNamespace(assign=lambda value: None))))
+    epoch.on_epoch_begin(0)
+    for batch in range(3):
+        epoch.on_train_batch_end(batch)
+    assert epoch._step_time_ms(12.0) == pytest.approx(1000.0)
+    epoch.on_epoch_begin(1)
+    for batch in range(2):
+        epoch.on_train_batch_end(batch)
+    assert epoch._step_time_ms(2.0) == pytest.approx(1000.0)
