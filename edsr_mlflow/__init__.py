@@ -12,6 +12,8 @@ Modules, one concern each:
 - ``inference``, ``evaluation``, ``visuals`` -- SR images (whole, tiled, self-ensemble), scores, sample strips
 - ``sweep``    -- study grid files expanded into configurations
 - ``findings``, ``plots`` -- the comparison table and its figures (pure pandas / matplotlib)
+- ``statistics`` -- paired comparisons of configurations by seed (t-intervals, Holm, verdicts)
+- ``spectral`` -- where an upscaler's error lies: periodic-error (checkerboard) index, band PSNR
 - ``tracking`` -- writes to MLflow during runs; ``run_store`` -- reads runs back for ``compare``
 - ``workflows``, ``comparison`` -- run-level glue between the pure pieces and MLflow
 - ``cli``      -- the ``edsr-mlflow`` click commands, thin adapters over the above
