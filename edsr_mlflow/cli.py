@@ -212,7 +212,7 @@ def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
         click.echo(f"{e.dataset:<12} {len(s.per_image):>6} {s.psnr:>10.3f} {s.ssim:>7.4f} {s.bicubic_psnr:>8.3f} "
                    f"{s.gain:>+7.3f} {1000 * s.seconds_per_megapixel:>8.1f}")
     prefix = metric_prefix("<dataset>", self_ensemble)
-    click.echo(f"logged {prefix}_psnr, _ssim, _gain, _bicubic_psnr, _ms_per_mp and eval/*.csv to run {run_id}")
+    click.echo(f"logged {prefix}_psnr, _ssim, _gain, _bicubic_psnr, _ms_per_mp, _periodic_index, _psnr_low, _psnr_high and eval/*.csv to run {run_id}")
 
 
 @main.command()
