@@ -218,6 +218,12 @@ def pareto_by_scale(table: pd.DataFrame) -> np.ndarray:
 # ---------------------------------------------------------------- curves to plot
 
 
+def configuration_labels(frame: pd.DataFrame) -> list[str]:
+    """The run name of each row's configuration (config-key columns; ``upsampler`` is the
+    variant), e.g. ``edsr_x4_b8_f32_transpose_k6``."""
+    return [run_name(r.scale, r.blocks, r.filters, r.upsampler) for r in frame.itertuples()]
+
+
 def representative_runs(usable: pd.DataFrame) -> pd.DataFrame:
     """One run per configuration, the seed whose final validation PSNR is nearest the
     configuration's mean: columns config keys, ``run_id``, ``label``, sorted like the table."""
@@ -225,7 +231,7 @@ def representative_runs(usable: pd.DataFrame) -> pd.DataFrame:
     distance = (usable["val_psnr"] - usable.groupby(keys)["val_psnr"].transform("mean")).abs()
     ranked = usable.assign(distance=distance).sort_values([*keys, "distance", "run_id"])
     chosen = ranked.drop_duplicates(keys)[[*keys, "run_id"]].reset_index(drop=True)
-    chosen["label"] = [run_name(r.scale, r.blocks, r.filters, r.upsampler) for r in chosen.itertuples()]  # upsampler: the variant
+    chosen["label"] = configuration_labels(chosen)
     return chosen
 
 

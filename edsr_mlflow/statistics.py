@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .options import run_name
+from .findings import configuration_labels
 
 PRACTICAL_THRESHOLD_DB = 0.05
 ALPHA = 0.05
@@ -74,8 +74,7 @@ def verdict(mean: float, ci_low: float, ci_high: float, p_holm: float, threshold
 
 def labelled(usable: pd.DataFrame) -> pd.DataFrame:
     """``usable`` runs (findings.split_runs) with a ``label`` column: the configuration's run name."""
-    labels = [run_name(r.scale, r.blocks, r.filters, r.upsampler) for r in usable.itertuples()]
-    return usable.assign(label=labels)
+    return usable.assign(label=configuration_labels(usable))
 
 
 def paired_differences(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series:
