@@ -9,11 +9,6 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not (SHARED_DATA / "Set5").is_dir(),
-    reason=f"benchmark images not found at {SHARED_DATA} (Set5/Set14/SunHays80, see README)",
-)
 
 
 @pytest.fixture

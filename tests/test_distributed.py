@@ -19,7 +19,7 @@ from edsr_mlflow import cli, distribute, training
 from edsr_mlflow.config import TrainConfig
 from edsr_mlflow.errors import ConfigError
 from servers import free_port
-from test_train_command import assert_complete_training_run, cli_args
+from helpers import assert_complete_training_run, cli_args
 
 
 def tf_config(task_type: str, index: int, cluster: dict) -> str:

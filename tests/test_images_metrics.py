@@ -14,8 +14,8 @@ from skimage.metrics import structural_similarity
 from edsr_mlflow import data, evaluation, images, metrics
 from edsr_mlflow.errors import DataError
 from edsr_mlflow.metrics import ImageScore
+from helpers import SHARED_DATA, needs_shared_data
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -350,10 +350,10 @@ SET_SIZES = {"Set5": 5, "Set14": 14}
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not SHARED.is_dir(), reason="benchmark images not found at ../shared/data (see README: Set5/Set14)")
+@needs_shared_data
 @pytest.mark.parametrize("benchmark, scale", list(MEASURED_BICUBIC))
 def test_bicubic_y_psnr_matches_measured_reference(benchmark, scale):
-    name, pairs = data.load_eval_set(benchmark.lower(), scale, SHARED)
+    name, pairs = data.load_eval_set(benchmark.lower(), scale, SHARED_DATA)
     assert name == benchmark.lower()
     assert len(pairs) == SET_SIZES[benchmark]
     for pair in pairs:

@@ -19,7 +19,7 @@ import pytest
 
 from edsr_mlflow import tracking, training
 from servers import start_mlflow_server, stop_mlflow_server
-from test_train_command import cli_args
+from helpers import cli_args
 
 # Epochs long enough (a few seconds each) to kill a process in the middle of one.
 SLOW_EPOCHS = dict(dataset="sample", blocks=1, filters=8, patch_size=16, batch_size=4,

@@ -23,8 +23,7 @@ from edsr_mlflow import tracking
 from edsr_mlflow.config import TrainConfig
 from edsr_mlflow.errors import TrackingError
 from servers import postgres_database, start_mlflow_server, stop_mlflow_server
-from test_evaluate import write_images
-from test_train_command import assert_complete_training_run, cli_args
+from helpers import assert_complete_training_run, cli_args, write_images
 
 UPSAMPLERS = ["subpixel", "transpose", "nearest", "bilinear"]
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edsr_mlflow import cli, sweep
 from edsr_mlflow.errors import ConfigError
-from test_evaluate import write_images
+from helpers import write_images
 
 
 def write_grid(path: Path, **content) -> Path:

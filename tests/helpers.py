@@ -1,0 +1,70 @@
+"""What several test modules share: the shared images' folder, CLI arguments, what a complete
+training run holds, small image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from edsr_mlflow import tracking
+from edsr_mlflow.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "Set5").is_dir(),
+    reason=f"benchmark images not found at {SHARED_DATA} (Set5/Set14/SunHays80, see README)",
+)
+
+
+def cli_args(params: dict) -> list[str]:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
+
+
+def all_runs():
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def assert_complete_training_run(run, config: TrainConfig):
+    client = mlflow.MlflowClient()
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == config.run_name
+    params = run.data.params
+    assert TrainConfig.from_params(params) == config  # every parameter, as logged
+    assert int(params["params_count"]) > 0 and int(params["macs_per_lr_pixel"]) > 0
+    tags = run.data.tags
+    assert tags["upsampler"] == config.upsampler and tags["blocks"] == str(config.blocks) and tags["scale"] == str(config.scale)
+    assert len(tags.get("git_commit", "")) == 40 or "mlflow.source.git.commit" in tags or not (ROOT / ".git").exists()
+    for metric in tracking.EPOCH_METRICS:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert steps == list(range(1, config.epochs + 1)), metric
+    metrics = run.data.metrics
+    for name in ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "val_psnr_gain"):
+        assert np.isfinite(metrics[name]), name
+    assert metrics["val_psnr_gain"] == pytest.approx(metrics["val_psnr"] - metrics["bicubic_val_psnr"])
+    assert any(k.startswith("system/") for k in metrics), "system metrics"
+    contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+    assert contexts == {"training", "validation"}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert artifacts, "visual samples"
+
+    uri = f"runs:/{run.info.run_id}/model"
+    lr_batch = np.random.default_rng(0).uniform(0, 255, (1, 13, 17, 3)).astype(np.float32)
+    keras_model = mlflow.keras.load_model(uri)
+    assert keras_model.predict(lr_batch, verbose=0).shape == (1, 13 * config.scale, 17 * config.scale, 3)
+    assert mlflow.pyfunc.load_model(uri).predict(lr_batch).shape == (1, 13 * config.scale, 17 * config.scale, 3)
+
+
+def write_images(folder: Path, count: int = 3, size: int = 48) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(count):
+        smooth = 120 + 80 * np.sin((xx + 3 * i) / 6.0)[..., None] * np.cos(yy / 9.0)[..., None]
+        image = np.clip(smooth + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"img{i}.png")
+    return folder
