@@ -19,6 +19,7 @@ import click
 from .config import TrainConfig
 from .distribute import STRATEGIES
 from .errors import UserError
+from .metrics import PROTOCOLS, Y_PROTOCOL
 from .options import PRECISIONS, SUPPORTED_SCALES, UPSAMPLER_NAMES
 
 
@@ -193,8 +194,11 @@ def _tracking_uri_for_ui() -> str:
 @click.option("--benchmark-root", default="", help="Folder holding Set5/, Set14/... (empty: $EDSR_BENCHMARK_ROOT).")
 @click.option("--self-ensemble", type=click.BOOL, default=False, help="Average the 8 flips/rotations (EDSR+).")
 @click.option("--tile", type=COUNT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
+@click.option("--protocol", type=click.Choice(sorted(PROTOCOLS)), default=Y_PROTOCOL.name, show_default=True,
+              help="y: Y channel, shave = scale (benchmarks' protocol); rgb_paper: RGB, shave = scale + 6 "
+                   "(the EDSR paper's DIV2K validation), logged as eval_<dataset>_rgb_paper_*.")
 @friendly_errors
-def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
+def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile, protocol):
     """Score a logged model (or bicubic) on benchmarks; log the results to its training run."""
     datasets = [name.strip() for name in dataset.split(",") if name.strip()]
     if not datasets:
@@ -204,14 +208,15 @@ def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile):
 
     run_id, evaluations = evaluate_model(
         model_uri, datasets, scale=scale or None, benchmark_root=benchmark_root or None,
-        self_ensemble=self_ensemble, tile=tile,
+        self_ensemble=self_ensemble, tile=tile, protocol=PROTOCOLS[protocol],
     )
+    click.echo(f"protocol {protocol}: {PROTOCOLS[protocol].description}")
     click.echo(f"{'dataset':<12} {'images':>6} {'PSNR (dB)':>10} {'SSIM':>7} {'bicubic':>8} {'gain':>7} {'ms/MP':>8}")
     for e in evaluations:
         s = e.scores
         click.echo(f"{e.dataset:<12} {len(s.per_image):>6} {s.psnr:>10.3f} {s.ssim:>7.4f} {s.bicubic_psnr:>8.3f} "
                    f"{s.gain:>+7.3f} {1000 * s.seconds_per_megapixel:>8.1f}")
-    prefix = metric_prefix("<dataset>", self_ensemble)
+    prefix = metric_prefix("<dataset>", self_ensemble, PROTOCOLS[protocol])
     click.echo(f"logged {prefix}_psnr, _ssim, _gain, _bicubic_psnr, _ms_per_mp, _periodic_index, _psnr_low, _psnr_high and eval/*.csv to run {run_id}")
 
 

@@ -15,12 +15,13 @@ on the training step's critical path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import tensorflow as tf
@@ -188,33 +189,75 @@ def div2k_builder(scale: int, data_dir: str | None = None, manual_dir: str | Non
 
     Honours ``TFDS_DATA_DIR`` (or ``data_dir``) and a manual download directory
     (``manual_dir``, by default ``<data_dir>/downloads/manual``): the official zip files
-    placed there (``DIV2K_train_HR.zip``, ``DIV2K_valid_HR.zip``,
-    ``DIV2K_{train,valid}_LR_bicubic_X{scale}.zip``) are used without any network access.
+    placed there (:func:`div2k_zip_names`: ``DIV2K_train_HR.zip``, ``DIV2K_valid_HR.zip``,
+    ``DIV2K_{train,valid}_LR_bicubic_X{scale}.zip``) are used without any network access;
+    TFDS checks each against the size and SHA-256 it records for the official file.
 
     Raises:
-        DataError: DIV2K is neither prepared nor obtainable.
+        DataError: DIV2K is neither prepared nor obtainable, or a zip is not the official file.
     """
     import tensorflow_datasets as tfds  # heavy; only needed for DIV2K
 
-    builder = tfds.builder(div2k_name(scale), data_dir=data_dir)
-    if builder.is_prepared():
-        return builder
+    with _quiet_absl():  # not "Variant folder ... has no dataset_info.json" before every preparation
+        builder = tfds.builder(div2k_name(scale), data_dir=data_dir)
+        if builder.is_prepared():
+            return builder
     manual_dir = Path(manual_dir or Path(builder.data_dir_root) / "downloads" / "manual").expanduser()
-    needed = [f"DIV2K_{split}_HR.zip" for split in ("train", "valid")] + [
-        f"DIV2K_{split}_LR_bicubic_X{scale}.zip" for split in ("train", "valid")
-    ]
-    have_all_zips = all((manual_dir / name).exists() for name in needed)
-    if not have_all_zips and not _can_reach("data.vision.ee.ethz.ch", 443):
+    missing = [name for name in div2k_zip_names(builder) if not (manual_dir / name).exists()]
+    if missing and not _can_reach("data.vision.ee.ethz.ch", 443):
         raise DataError(
             f"DIV2K x{scale} is not prepared in {builder.data_dir_root} and cannot be downloaded: "
-            f"put {', '.join(needed)} in {manual_dir} (or set TFDS_DATA_DIR), "
+            f"put {', '.join(missing)} in {manual_dir} (or set TFDS_DATA_DIR), "
             "or train offline with dataset=sample or dataset=/path/to/hr_images"
         )
+    _check_zip_sizes(builder, manual_dir)
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
     except Exception as error:  # TFDS raises many kinds; the user needs one line
-        raise DataError(f"preparing DIV2K x{scale} failed ({type(error).__name__}: {error}); check the zip files in {manual_dir}") from None
+        raise DataError(_preparation_failure(builder, scale, manual_dir, error)) from None
     return builder
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
+
+
+def div2k_zip_names(builder) -> list[str]:
+    """The official zip files the builder's configuration reads (HR and LR, train and valid)."""
+    return sorted(PurePosixPath(url).name for url in builder.builder_config.download_urls.values())
+
+
+def _check_zip_sizes(builder, manual_dir: Path) -> None:
+    """Refuses, before TFDS reads gigabytes, a zip whose size is not the official file's."""
+    recorded = builder.url_infos or {}
+    for url in builder.builder_config.download_urls.values():
+        info, path = recorded.get(url), manual_dir / PurePosixPath(url).name
+        if info is not None and path.exists() and path.stat().st_size != info.size:
+            raise DataError(
+                f"{path} has {path.stat().st_size:,} bytes, the official {path.name} {info.size:,}: "
+                f"it is partial or another file; download it again from {url}"
+            )
+
+
+def _preparation_failure(builder, scale: int, manual_dir: Path, error: Exception) -> str:
+    """One line for a failed preparation, naming the zip at fault where TFDS's message does."""
+    if type(error).__name__ == "NonMatchingChecksumError":
+        for url in builder.builder_config.download_urls.values():
+            if url in str(error):
+                name = PurePosixPath(url).name
+                return (
+                    f"{manual_dir / name} is not the official {name} (its SHA-256 differs from the one "
+                    f"TensorFlow Datasets records); download it again from {url}"
+                )
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"preparing DIV2K x{scale} failed ({type(error).__name__}: {first_line}); check the zip files in {manual_dir}"
 
 
 def _can_reach(host: str, port: int, timeout_s: float = 3.0) -> bool:
@@ -235,16 +278,29 @@ def div2k_image_dataset(builder, split: str) -> tf.data.Dataset:
 
 def div2k_validation_pairs(builder) -> list[ImagePair]:
     ds = builder.as_dataset(split="validation", shuffle_files=False)
-    return [
-        ImagePair(f"{i + 801:04d}.png", example["lr"], example["hr"])
-        for i, example in enumerate(ds.as_numpy_iterator())
-    ]
+    names = div2k_validation_names(builder.info.splits["validation"].num_examples, builder.builder_config.name)
+    return [ImagePair(name, example["lr"], example["hr"]) for name, example in zip(names, ds.as_numpy_iterator())]
+
+
+def div2k_validation_names(count: int, config_name: str) -> list[str]:
+    """DIV2K's file names (``0801.png``...) in the order TFDS returns the validation split.
+
+    TFDS stores examples sorted by the MD5 of their key salted with the split's name (the
+    LR file name, ``0801x2.png``), not by file name; the names are recomputed from that rule
+    (the DIV2K end-to-end test checks them against the images' contents)."""
+    from tensorflow_datasets.core import hashing
+
+    suffix = config_name.rsplit("_", 1)[-1]  # "x2" of "bicubic_x2"
+    keys = [f"{number:04d}{suffix}.png" for number in range(801, 801 + count)]
+    hasher = hashing.Hasher("validation")
+    return [f"{key[:4]}.png" for key in sorted(keys, key=hasher.hash_key)]
 
 
 def div2k_info(builder, split: str) -> DatasetInfo:
+    source = f"tfds:{builder.name}/{builder.builder_config.name}:{builder.version}"  # tfds:div2k/bicubic_x2:2.0.0
     return DatasetInfo(
-        name=f"{builder.name}/{builder.builder_config.name}:{split}",
-        source=f"tfds:{builder.name}/{builder.builder_config.name}:{builder.version}",
+        name=f"{source}:{split}",
+        source=source,
         digest=_digest([builder.name, builder.builder_config.name, builder.version, split]),
         num_images=builder.info.splits[split].num_examples,
     )

@@ -9,7 +9,7 @@ import numpy as np
 
 from .data import ImagePair
 from .inference import Upscaler, bicubic_upscaler
-from .metrics import ImageScore, mean_scores, score_image
+from .metrics import Y_PROTOCOL, ImageScore, Protocol, mean_scores, score_image
 from .spectral import band_psnr, periodic_error_index
 
 
@@ -89,15 +89,18 @@ class SetScores:
         )
 
 
-def score_upscaler(upscale: Upscaler, pairs: list[ImagePair], scale: int) -> tuple[ImageScore, ...]:
-    """Y-PSNR, Y-SSIM and RGB-PSNR of every image, shave = scale."""
-    return tuple(score_image(p.name, p.hr_image, upscale(p.lr_image), shave=scale) for p in pairs)
+def score_upscaler(upscale: Upscaler, pairs: list[ImagePair], scale: int,
+                   protocol: Protocol = Y_PROTOCOL) -> tuple[ImageScore, ...]:
+    """PSNR, SSIM (Y by default) and RGB-PSNR of every image, shave = scale (by default)."""
+    shave = protocol.shave(scale)
+    return tuple(score_image(p.name, p.hr_image, upscale(p.lr_image), shave=shave, channel=protocol.channel) for p in pairs)
 
 
 def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tuple[ImageScore, ...] | None = None,
-              *, spectra: bool = False) -> SetScores:
-    """Scores ``upscale`` and the bicubic baseline (pass ``bicubic`` to reuse earlier scores);
-    with ``spectra``, also where the error of each lies (:func:`error_spectrum`).
+              *, spectra: bool = False, protocol: Protocol = Y_PROTOCOL) -> SetScores:
+    """Scores ``upscale`` and the bicubic baseline (pass ``bicubic`` to reuse earlier scores,
+    scored in the same ``protocol``); with ``spectra``, also where the error of each lies
+    (:func:`error_spectrum`).
 
     The first image is upscaled once before the clock starts, so ``seconds_per_megapixel``
     excludes graph tracing and other first-call costs."""
@@ -107,9 +110,10 @@ def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tu
     sr_images = [upscale(p.lr_image) for p in pairs]
     elapsed = time.perf_counter() - start
     megapixels = sum(sr.shape[0] * sr.shape[1] for sr in sr_images) / 1e6
-    per_image = tuple(score_image(p.name, p.hr_image, sr, shave=scale) for p, sr in zip(pairs, sr_images))
+    shave = protocol.shave(scale)
+    per_image = tuple(score_image(p.name, p.hr_image, sr, shave=shave, channel=protocol.channel) for p, sr in zip(pairs, sr_images))
     if bicubic is None:
-        bicubic = score_upscaler(bicubic_upscaler(scale), pairs, scale)
+        bicubic = score_upscaler(bicubic_upscaler(scale), pairs, scale, protocol)
     model_spectra = bicubic_spectra = ()
     if spectra:
         model_spectra = tuple(error_spectrum(p.hr_image, sr, scale) for p, sr in zip(pairs, sr_images))

@@ -17,6 +17,30 @@ import numpy as np
 CHANNELS = ("y", "rgb")
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a set is scored: the channel of PSNR and SSIM, and the border shaved (scale + ``extra_shave``)."""
+
+    name: str  # as it appears in metric keys, except the default's
+    channel: str
+    extra_shave: int = 0
+
+    def shave(self, scale: int) -> int:
+        return scale + self.extra_shave
+
+    @property
+    def description(self) -> str:
+        shave = f"scale + {self.extra_shave}" if self.extra_shave else "scale"
+        return f"PSNR and SSIM on {'the Y channel' if self.channel == 'y' else 'RGB'}, border shave = {shave}"
+
+
+# The literature's benchmark protocol (Set5, Set14, B100...): Y channel, shave = scale.
+Y_PROTOCOL = Protocol("y", "y")
+# The EDSR paper's DIV2K validation numbers (e.g. 28.94 dB for the x4 baseline): RGB, shave = scale + 6.
+PAPER_RGB_PROTOCOL = Protocol("rgb_paper", "rgb", extra_shave=6)
+PROTOCOLS = {p.name: p for p in (Y_PROTOCOL, PAPER_RGB_PROTOCOL)}
+
+
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
     """Luma of an RGB image in 0..255, as MATLAB ``rgb2ycbcr``: float64, 16..235, not rounded."""
     rgb = np.asarray(image, dtype=np.float64)
@@ -99,7 +123,7 @@ def ssim(hr_image: np.ndarray, sr_image: np.ndarray, *, shave: int, channel: str
 
 @dataclass(frozen=True)
 class ImageScore:
-    """Scores of one image: Y-PSNR (dB), RGB-PSNR (dB) and Y-SSIM."""
+    """Scores of one image: PSNR (dB) and SSIM in the protocol's channel (Y by default), RGB-PSNR (dB)."""
 
     name: str
     psnr: float
@@ -107,11 +131,11 @@ class ImageScore:
     psnr_rgb: float
 
 
-def score_image(name: str, hr_image: np.ndarray, sr_image: np.ndarray, *, shave: int) -> ImageScore:
+def score_image(name: str, hr_image: np.ndarray, sr_image: np.ndarray, *, shave: int, channel: str = "y") -> ImageScore:
     return ImageScore(
         name=name,
-        psnr=psnr(hr_image, sr_image, shave=shave, channel="y"),
-        ssim=ssim(hr_image, sr_image, shave=shave, channel="y"),
+        psnr=psnr(hr_image, sr_image, shave=shave, channel=channel),
+        ssim=ssim(hr_image, sr_image, shave=shave, channel=channel),
         psnr_rgb=psnr(hr_image, sr_image, shave=shave, channel="rgb"),
     )
 

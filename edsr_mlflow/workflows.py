@@ -20,6 +20,7 @@ from .config import TrainConfig
 from .errors import UserError
 from .evaluation import SetScores, score_set
 from .inference import bicubic_upscaler, model_upscaler
+from .metrics import Y_PROTOCOL, Protocol
 from .model import macs_per_lr_pixel
 from .options import check_scale
 from .visuals import visual_samples
@@ -179,9 +180,11 @@ class DatasetEvaluation:
         }
 
 
-def metric_prefix(dataset: str, self_ensemble: bool) -> str:
-    """``eval_set5`` (``eval_set5_se`` with self-ensemble): the keys' stem for one dataset."""
-    return f"eval_{dataset}" + ("_se" if self_ensemble else "")
+def metric_prefix(dataset: str, self_ensemble: bool, protocol: Protocol = Y_PROTOCOL) -> str:
+    """``eval_set5`` (``eval_set5_se`` with self-ensemble, ``eval_div2k_rgb_paper`` in the EDSR
+    paper's protocol): the keys' stem for one dataset. The default protocol (Y, shave = scale)
+    is the one left unnamed."""
+    return f"eval_{dataset}" + ("_se" if self_ensemble else "") + ("" if protocol == Y_PROTOCOL else f"_{protocol.name}")
 
 
 def evaluate_model(
@@ -192,6 +195,7 @@ def evaluate_model(
     benchmark_root: str | None = None,
     self_ensemble: bool = False,
     tile: int = 0,
+    protocol: Protocol = Y_PROTOCOL,
 ) -> tuple[str, list[DatasetEvaluation]]:
     """Scores a logged model (or ``bicubic``) on datasets and logs the results.
 
@@ -219,9 +223,11 @@ def evaluate_model(
     sets = [data.load_eval_set(name, scale, benchmark_root) for name in datasets]
     if run_id is not None:  # a first write now: a user who may not write to the run learns it before the scoring
         tracking.set_run_tags(run_id, {"last_evaluation": ",".join(name for name, _ in sets)})
-    evaluations = [DatasetEvaluation(name, score_set(upscale, pairs, scale, spectra=True)) for name, pairs in sets]
-    metrics = {k: v for e in evaluations for k, v in e.metrics(metric_prefix(e.dataset, self_ensemble)).items()}
-    tables = {f"eval/{e.dataset}_x{scale}{'_se' if self_ensemble else ''}.csv": e.scores.table() for e in evaluations}
+    evaluations = [DatasetEvaluation(name, score_set(upscale, pairs, scale, spectra=True, protocol=protocol)) for name, pairs in sets]
+    prefixes = {e.dataset: metric_prefix(e.dataset, self_ensemble, protocol) for e in evaluations}
+    metrics = {k: v for e in evaluations for k, v in e.metrics(prefixes[e.dataset]).items()}
+    suffixes = {d: prefix.removeprefix(f"eval_{d}") for d, prefix in prefixes.items()}  # "_se", "_rgb_paper"...
+    tables = {f"eval/{e.dataset}_x{scale}{suffixes[e.dataset]}.csv": e.scores.table() for e in evaluations}
     if run_id is None:
         params = {"model": model_uri, "scale": scale, "datasets": ",".join(datasets)}
         with tracking.evaluation_run(f"bicubic_x{scale}", {"upscaler": BICUBIC, "scale": str(scale)}, params) as run:

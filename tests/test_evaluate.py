@@ -10,22 +10,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edsr_mlflow import cli, data
+from edsr_mlflow import cli, data, metrics
 from edsr_mlflow.evaluation import score_set
-from edsr_mlflow.inference import model_upscaler
+from edsr_mlflow.inference import bicubic_upscaler, model_upscaler
 from edsr_mlflow.model import build_edsr
-from conftest import SHARED_DATA, needs_shared_data
-
-
-def write_images(folder: Path, count: int = 3, size: int = 48) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[0:size, 0:size]
-    for i in range(count):
-        smooth = 120 + 80 * np.sin((xx + 3 * i) / 6.0)[..., None] * np.cos(yy / 9.0)[..., None]
-        image = np.clip(smooth + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(image).save(folder / f"img{i}.png")
-    return folder
+from helpers import SHARED_DATA, needs_shared_data, write_images
 
 
 def run_cli(*args):
@@ -104,3 +93,21 @@ def test_bad_evaluate_input_is_one_line(tracking_store, monkeypatch, args, messa
     assert [line for line in result.output.splitlines() if line.startswith("error:")] != [], result.output
     assert len([line for line in result.output.splitlines() if not line.startswith("20")]) == 1, result.output  # MLflow's dated INFO lines aside
     assert all(r.info.status != "RUNNING" for r in mlflow.search_runs(search_all_experiments=True, output_format="list"))
+
+
+def test_the_papers_rgb_protocol_is_named_in_its_keys(tracking_store, tmp_path):
+    folder = write_images(tmp_path / "photos", size=64)
+    result = run_cli("evaluate", "--model=bicubic", "--scale=2", f"--dataset={folder}", "--protocol=rgb_paper")
+    assert result.exit_code == 0, result.output
+    assert "protocol rgb_paper: PSNR and SSIM on RGB, border shave = scale + 6" in result.output
+
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    _, pairs = data.load_eval_set(str(folder), 2)
+    bicubic = bicubic_upscaler(2)
+    expected = np.mean([metrics.psnr(p.hr_image, bicubic(p.lr_image), shave=8, channel="rgb") for p in pairs])
+    assert run.data.metrics["eval_photos_rgb_paper_psnr"] == pytest.approx(expected, abs=1e-9)
+    assert "eval_photos_psnr" not in run.data.metrics  # never under the Y protocol's key
+    y_protocol = np.mean([metrics.psnr(p.hr_image, bicubic(p.lr_image), shave=2, channel="y") for p in pairs])
+    assert abs(expected - y_protocol) > 0.1  # the two protocols really differ on these images
+    tables = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval")]
+    assert tables == ["eval/photos_x2_rgb_paper.csv"]
