@@ -1,12 +1,12 @@
 # Two commands for a new machine:
 #   make demo   set up .venv, train a small EDSR on the bundled sample photos, log it to MLflow
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv, lint (ruff) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: setup demo test ui server server-stop clean
+.PHONY: setup demo test test-fast lint ui server server-stop clean
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,15 @@ demo: setup
 		-P epochs=3 -P steps_per_epoch=40
 	@echo "Browse the run: $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)  (then open http://127.0.0.1:5000)"
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest
+
+# The suite without the end-to-end runs marked slow: a quick check while editing.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -31,3 +34,31 @@ def test_ci_runs_the_readme_test_command():
 def test_console_script_is_the_click_group():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["edsr-mlflow"] == "edsr_mlflow.cli:main"
+
+
+def imported_top_level_modules(folder: Path) -> set[str]:
+    """Top-level names of the absolute imports in every module of ``folder``, lazy ones included."""
+    names = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__", "edsr_mlflow"}
+
+
+def declared_distribution(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_package_the_code_imports_is_declared():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = {declared_distribution(r) for r in pyproject["project"]["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for module in imported_top_level_modules(ROOT / "edsr_mlflow"):
+        providers = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+        if not providers & declared:
+            undeclared[module] = sorted(providers)
+    assert not undeclared, f"imported by edsr_mlflow but not in pyproject.toml's dependencies: {undeclared}"
