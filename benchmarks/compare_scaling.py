@@ -5,15 +5,24 @@ Fills a temporary SQLite tracking store with synthetic FINISHED training runs sh
 then times building the table: the one ``search_runs`` query plus the aggregation (not the
 figures, the files or the comparison run). The issue's target: under 5 s for 1,000 runs.
 
-    python benchmarks/compare_scaling.py [--runs 1000] [--epochs 10] [--repeats 3]
+It then times ``edsr-mlflow compare`` end to end, from process start to exit (imports, query,
+table, figures, files, the comparison run), for each code tree given with ``--code`` (default:
+this checkout), rounds alternating so that drift hits every tree alike. To compare against an
+older commit: ``git worktree add /tmp/before <commit>`` and pass ``--code /tmp/before --code .``.
+
+    python benchmarks/compare_scaling.py [--runs 1000] [--epochs 10] [--repeats 3] [--code DIR ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import temporary_tracking_store  # noqa: E402
@@ -88,12 +97,31 @@ def time_table(experiment: str) -> tuple[float, float, int]:
     return queried - start, done - queried, len(table)
 
 
+def time_compare_command(code: Path, experiment: str) -> tuple[float, bool]:
+    """Seconds from starting ``python -m edsr_mlflow compare`` (from ``code``) to its exit, and
+    whether it imported TensorFlow."""
+    probe = ("import runpy, sys, atexit; atexit.register(lambda: print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_FREE', file=sys.stderr)); "
+             "sys.argv = ['edsr-mlflow', 'compare', '--experiment', sys.argv[1], '--output-dir', sys.argv[2]]; "
+             "runpy.run_module('edsr_mlflow', run_name='__main__')")
+    env = {**os.environ, "PYTHONPATH": str(code.resolve())}
+    with tempfile.TemporaryDirectory() as output_dir:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", probe, experiment, output_dir], env=env, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"compare from {code} failed:\n{done.stderr[-2000:]}")
+    return elapsed, "TF_LOADED" in done.stderr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=10, help="per-epoch metric history of each run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--code", type=Path, action="append", default=[],
+                        help="a code tree (holding edsr_mlflow/) whose compare command to time; repeat to compare trees")
     args = parser.parse_args()
+    codes = args.code or [Path(__file__).resolve().parents[1]]
 
     folder = temporary_tracking_store()
     start = time.perf_counter()
@@ -105,6 +133,17 @@ def main() -> None:
         timings.append(query_s + aggregate_s)
         print(f"  attempt {attempt}: query {query_s:.2f} s + aggregation {aggregate_s:.2f} s = {query_s + aggregate_s:.2f} s ({rows} rows)")
     print(f"findings table for {args.runs} runs: {min(timings):.2f} s (best of {args.repeats}; first, cold: {timings[0]:.2f} s; target < 5 s)")
+
+    end_to_end = {code: [] for code in codes}
+    for attempt in range(1, args.repeats + 1):
+        for code in codes:
+            elapsed, tensorflow = time_compare_command(code, "scaling")
+            end_to_end[code].append(elapsed)
+            print(f"  round {attempt}: edsr-mlflow compare from {code}: {elapsed:.1f} s "
+                  f"({'imports' if tensorflow else 'without'} TensorFlow)")
+    for code, seconds in end_to_end.items():
+        print(f"edsr-mlflow compare end to end on {args.runs} runs, {code}: best {min(seconds):.1f} s, "
+              f"median {sorted(seconds)[len(seconds) // 2]:.1f} s of {len(seconds)}")
 
 
 if __name__ == "__main__":

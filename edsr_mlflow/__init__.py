@@ -2,20 +2,25 @@
 
 Modules, one concern each:
 
-- ``options``  -- the names a configuration may use (upsamplers, scales...) and their checks, without TensorFlow
+- ``config``   -- the validated training configuration and what each field may hold (no TensorFlow)
+- ``schema``   -- the names a run records: tags, run names, epoch/final/``eval_<set>_...`` metric keys
 - ``model``    -- the EDSR network and its upsampling stages (no logging, no I/O)
-- ``images``   -- reading images, MATLAB-like bicubic resizing, the one uint8 post-processing path
+- ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing, the one uint8 path
 - ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature
 - ``data``     -- image sources (DIV2K via TFDS, a directory, bundled samples) and tf.data pipelines
-- ``config``   -- the validated training configuration
 - ``training`` -- ``train(config, model, data) -> TrainResult``, Keras callbacks without MLflow
-- ``inference``, ``evaluation``, ``visuals`` -- SR images (whole, tiled, self-ensemble), scores, sample strips
-- ``sweep``    -- study grid files expanded into configurations
+- ``inference``, ``evaluation``, ``samples`` -- SR images (whole, tiled, self-ensemble), scores, sample strips
+- ``spectral`` -- where an upscaler's error lies: periodic-error (checkerboard) index, band PSNR
+- ``tracking`` -- runs in MLflow: URI, server check, run context managers, writes (no TensorFlow)
+- ``run_store`` -- queries: the runs ``compare`` reads, sweep children, safe filter values
+- ``model_logging`` -- the Keras side: the per-epoch callback, logging and safely loading the model
+- ``grid``     -- study grid files expanded into configurations (pure)
+- ``sweep``    -- running a grid as child runs, each in its own process, resumable (no TensorFlow)
 - ``findings``, ``plots`` -- the comparison table and its figures (pure pandas / matplotlib)
 - ``statistics`` -- paired comparisons of configurations by seed (t-intervals, Holm, verdicts)
-- ``spectral`` -- where an upscaler's error lies: periodic-error (checkerboard) index, band PSNR
-- ``tracking`` -- writes to MLflow during runs; ``run_store`` -- reads runs back for ``compare``
-- ``workflows``, ``comparison`` -- run-level glue between the pure pieces and MLflow
+- ``workflows`` -- train, evaluate and upscale: the glue between the pure pieces and MLflow
+- ``comparison`` -- ``compare``: query, table, figures, the comparison run (no TensorFlow)
+- ``distribute`` -- ``tf.distribute`` strategies by name, the multi-worker cluster
 - ``cli``      -- the ``edsr-mlflow`` click commands, thin adapters over the above
 """
 

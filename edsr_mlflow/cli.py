@@ -16,11 +16,9 @@ from pathlib import Path
 
 import click
 
-from .config import TrainConfig
-from .distribute import STRATEGIES
+from .config import PRECISIONS, STRATEGIES, SUPPORTED_SCALES, UPSAMPLER_NAMES, TrainConfig
 from .errors import UserError
 from .metrics import PROTOCOLS, Y_PROTOCOL
-from .options import PRECISIONS, SUPPORTED_SCALES, UPSAMPLER_NAMES
 
 
 def _import_tensorflow_quietly() -> None:
@@ -204,7 +202,8 @@ def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile, pro
     if not datasets:
         raise click.BadParameter("name at least one dataset", param_hint="--dataset")
     _import_tensorflow_quietly()
-    from .workflows import evaluate_model, metric_prefix
+    from .schema import metric_prefix
+    from .workflows import evaluate_model
 
     run_id, evaluations = evaluate_model(
         model_uri, datasets, scale=scale or None, benchmark_root=benchmark_root or None,
@@ -216,7 +215,7 @@ def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile, pro
         s = e.scores
         click.echo(f"{e.dataset:<12} {len(s.per_image):>6} {s.psnr:>10.3f} {s.ssim:>7.4f} {s.bicubic_psnr:>8.3f} "
                    f"{s.gain:>+7.3f} {1000 * s.seconds_per_megapixel:>8.1f}")
-    prefix = metric_prefix("<dataset>", self_ensemble, PROTOCOLS[protocol])
+    prefix = metric_prefix("<dataset>", self_ensemble, protocol)
     click.echo(f"logged {prefix}_psnr, _ssim, _gain, _bicubic_psnr, _ms_per_mp, _periodic_index, _psnr_low, _psnr_high and eval/*.csv to run {run_id}")
 
 
@@ -249,11 +248,10 @@ def compare(experiment, parent_run_id, output_dir, grid_file):
     """Compare training runs: one row per configuration, mean and std over seeds."""
     comparisons, metrics = (), ("val_psnr",)
     if grid_file:
-        from .sweep import load_sweep
+        from .grid import load_sweep
 
         definition = load_sweep(grid_file)
         comparisons, metrics = definition.comparisons, definition.comparison_metrics
-    _import_tensorflow_quietly()
     from .comparison import compare_run
     from .findings import excluded_report
 
@@ -282,12 +280,11 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
 
     Re-running the same grid skips configurations that already FINISHED and retries failed ones.
     """
-    from . import sweep as sweep_definitions
+    from .grid import load_sweep
 
-    definition = sweep_definitions.load_sweep(grid_file)
-    _import_tensorflow_quietly()
+    definition = load_sweep(grid_file)
     from .comparison import compare_run
-    from .workflows import sweep_run
+    from .sweep import sweep_run
 
     click.echo(f"sweep {definition.name}: {len(definition.configs)} configurations, up to {max_parallel} at a time")
 

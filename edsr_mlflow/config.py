@@ -1,5 +1,11 @@
 """The training configuration: one frozen, validated dataclass whose fields are the MLproject
-parameters of the ``train`` entry point (a test keeps MLproject, CLI and this in agreement)."""
+parameters of the ``train`` entry point (a test keeps MLproject, CLI and this in agreement),
+and what each field may hold.
+
+Plain Python, no TensorFlow: the command line imports this to list its choices and reject a
+bad option at once, before the seconds TensorFlow takes to import. ``model`` builds one
+upsampling stage per name in ``UPSAMPLER_NAMES`` (a test keeps the two in agreement).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,57 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from . import distribute, options
 from .errors import ConfigError
+from .schema import DEFAULT_TRANSPOSE_KERNEL, run_name
+
+UPSAMPLER_NAMES = ("subpixel", "transpose", "nearest", "bilinear")
+SUPPORTED_SCALES = (2, 3, 4)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Which devices and hosts train one model (``distribute.make_strategy``).
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def check_scale(scale: int) -> None:
+    if scale not in SUPPORTED_SCALES:
+        raise ConfigError(
+            f"unsupported scale {scale!r}: use one of {', '.join(map(str, SUPPORTED_SCALES))}"
+        )
+
+
+def check_upsampler(upsampler: str) -> None:
+    if upsampler not in UPSAMPLER_NAMES:
+        raise ConfigError(f"unknown upsampler {upsampler!r}: use one of {', '.join(UPSAMPLER_NAMES)}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+
+
+def check_strategy(name: str) -> None:
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def check_positive(name: str, value, kind=int) -> None:
+    """Raises ConfigError unless ``value`` is a finite number > 0 (and whole, for ``kind=int``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if kind is int and int(value) != value:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+
+
+def check_upsampler_variant(upsampler: str, transpose_kernel: int, icnr: bool) -> None:
+    """The controls that separate an upsampler's mechanism from its capacity apply to one
+    upsampler each: ``transpose_kernel`` to ``transpose``, ``icnr`` to ``subpixel``."""
+    check_positive("transpose_kernel", transpose_kernel)
+    if transpose_kernel != DEFAULT_TRANSPOSE_KERNEL and upsampler != "transpose":
+        raise ConfigError(f"transpose_kernel {transpose_kernel} applies to upsampler transpose only, not {upsampler!r}; "
+                          f"leave it at {DEFAULT_TRANSPOSE_KERNEL}")
+    if not isinstance(icnr, bool):
+        raise ConfigError(f"icnr must be true or false, got {icnr!r}")
+    if icnr and upsampler != "subpixel":
+        raise ConfigError(f"icnr applies to upsampler subpixel only, not {upsampler!r}; leave it false")
 
 
 # The learning rate is halved when training passes each of these fractions (EDSR halves it
@@ -69,7 +124,7 @@ class TrainConfig:
     """
 
     upsampler: str = "subpixel"
-    transpose_kernel: int = options.DEFAULT_TRANSPOSE_KERNEL
+    transpose_kernel: int = DEFAULT_TRANSPOSE_KERNEL
     icnr: bool = False
     blocks: int = 16
     filters: int = 64
@@ -90,17 +145,17 @@ class TrainConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):  # one form per value: 8, not 8.0 or "8"; 0.001, not "1e-3"
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), type(f.default)))
-        options.check_upsampler(self.upsampler)
-        options.check_scale(self.scale)
-        options.check_precision(self.precision)
-        options.check_upsampler_variant(self.upsampler, self.transpose_kernel, self.icnr)
+        check_upsampler(self.upsampler)
+        check_scale(self.scale)
+        check_precision(self.precision)
+        check_upsampler_variant(self.upsampler, self.transpose_kernel, self.icnr)
         for name in ("blocks", "filters", "patch_size", "batch_size", "epochs", "steps_per_epoch"):
-            options.check_positive(name, getattr(self, name))
-        options.check_positive("res_scale", self.res_scale, kind=float)
-        options.check_positive("learning_rate", self.learning_rate, kind=float)
+            check_positive(name, getattr(self, name))
+        check_positive("res_scale", self.res_scale, kind=float)
+        check_positive("learning_rate", self.learning_rate, kind=float)
         if not math.isfinite(self.time_budget_s) or self.time_budget_s < 0:
             raise ConfigError(f"time_budget_s must be a finite number >= 0 (0 = no budget), got {self.time_budget_s}")
-        distribute.check_strategy(self.strategy)
+        check_strategy(self.strategy)
         if self.strategy == "multiworker" and self.time_budget_s:
             raise ConfigError("time_budget_s cannot be used with strategy multiworker (each host's clock would stop "
                               "it at a different step); limit training with epochs and steps_per_epoch")
@@ -109,7 +164,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return options.run_name(self.scale, self.blocks, self.filters, self.upsampler, self.transpose_kernel, self.icnr)
+        return run_name(self.scale, self.blocks, self.filters, self.upsampler, self.transpose_kernel, self.icnr)
 
     @property
     def total_steps(self) -> int:

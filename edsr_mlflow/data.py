@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
@@ -28,37 +28,18 @@ import tensorflow as tf
 
 from . import images
 from .errors import DataError
+from .images import DatasetInfo, ImagePair  # noqa: F401  (data.ImagePair, data.DatasetInfo)
 from .metrics import SSIM_WINDOW
+from .schema import BENCHMARK_FOLDERS, DIV2K, eval_set_name
 
 log = logging.getLogger(__name__)
 
-DIV2K = "div2k"
 SAMPLE = "sample"
 # Colour photographs bundled with scikit-image (public domain or CC0, see skimage.data).
 SAMPLE_TRAIN_FILES = ("astronaut.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png")
 SAMPLE_VAL_FILES = ("chelsea.png",)
 HOLDOUT_EVERY = 10  # deterministic hold-out: every 10th image (sorted by name) validates
 PATCHES_PER_IMAGE = 16  # patches cut from one decoded image per visit
-
-
-@dataclass(frozen=True)
-class ImagePair:
-    """A whole low/high-resolution image pair, uint8 RGB; HR is exactly ``scale`` x LR."""
-
-    name: str
-    lr_image: np.ndarray
-    hr_image: np.ndarray
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a run trained or validated on, for the tracking store."""
-
-    name: str
-    source: str
-    digest: str
-    num_images: int
-    image_names: tuple[str, ...] = field(default=(), repr=False)
 
 
 def make_pair(name: str, hr_image: np.ndarray, scale: int) -> ImagePair:
@@ -471,7 +452,6 @@ def load_sr_data(
 # ---------------------------------------------------------------- evaluation sets
 
 # Benchmark names -> folder names under the benchmark root (HR images only).
-BENCHMARK_FOLDERS = {"set5": "Set5", "set14": "Set14", "bsd68": "BSD68", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
 BENCHMARK_ROOT_ENV = "EDSR_BENCHMARK_ROOT"
 
 
@@ -479,15 +459,6 @@ def benchmark_root(root: str | Path | None) -> Path | None:
     """The benchmark root: the argument, else ``$EDSR_BENCHMARK_ROOT``, else none."""
     root = root or os.environ.get(BENCHMARK_ROOT_ENV)
     return Path(root).expanduser() if root else None
-
-
-def eval_set_name(source: str) -> str:
-    """The short name an evaluation source has in metric keys: ``div2k``, ``set5``..., or a
-    folder's name in lower case with other characters as ``_`` (``eval_<name>_psnr``)."""
-    key = source.strip().lower()
-    if key == DIV2K or key in BENCHMARK_FOLDERS:
-        return key
-    return "".join(c if c.isalnum() else "_" for c in Path(source).expanduser().name.lower()).strip("_") or "images"
 
 
 def resolve_eval_source(source: str, root: str | Path | None) -> tuple[str, str | Path]:

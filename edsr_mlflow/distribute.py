@@ -15,14 +15,8 @@ from __future__ import annotations
 import json
 import os
 
+from .config import check_strategy
 from .errors import ConfigError
-
-STRATEGIES = ("default", "mirrored", "multiworker")
-
-
-def check_strategy(name: str) -> None:
-    if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def cluster_task(tf_config: str | None = None) -> tuple[str, int, bool]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .data import ImagePair
-from .inference import Upscaler, bicubic_upscaler
+from .images import ImagePair, Upscaler, bicubic_upscaler
 from .metrics import Y_PROTOCOL, ImageScore, Protocol, mean_scores, score_image
 from .spectral import band_psnr, periodic_error_index
 
@@ -44,25 +44,34 @@ class SetScores:
         names = ("periodic_index", "psnr_low", "psnr_high")
         return {n: float(np.mean([getattr(s, n) for s in spectra])) if spectra else float("nan") for n in names}
 
+    @functools.cached_property
+    def means(self) -> dict[str, float]:
+        """``psnr``, ``ssim``, ``psnr_rgb`` averaged over the images (computed once)."""
+        return mean_scores(self.per_image)
+
+    @functools.cached_property
+    def bicubic_means(self) -> dict[str, float]:
+        return mean_scores(self.bicubic_per_image)
+
     @property
     def psnr(self) -> float:
-        return mean_scores(self.per_image)["psnr"]
+        return self.means["psnr"]
 
     @property
     def ssim(self) -> float:
-        return mean_scores(self.per_image)["ssim"]
+        return self.means["ssim"]
 
     @property
     def psnr_rgb(self) -> float:
-        return mean_scores(self.per_image)["psnr_rgb"]
+        return self.means["psnr_rgb"]
 
     @property
     def bicubic_psnr(self) -> float:
-        return mean_scores(self.bicubic_per_image)["psnr"]
+        return self.bicubic_means["psnr"]
 
     @property
     def bicubic_ssim(self) -> float:
-        return mean_scores(self.bicubic_per_image)["ssim"]
+        return self.bicubic_means["ssim"]
 
     @property
     def gain(self) -> float:

@@ -3,7 +3,7 @@
 Input is the DataFrame of :func:`run_store.training_runs` (MLflow's ``search_runs`` columns:
 ``run_id``, ``status``, ``params.<name>`` as strings, ``metrics.<name>`` latest values,
 ``tags.<name>``). A configuration is (scale, upsampler, blocks, filters), where the upsampler
-is shown with its controls (``transpose_k6``, ``subpixel_icnr``: ``options.upsampler_variant``); its runs (seeds)
+is shown with its controls (``transpose_k6``, ``subpixel_icnr``: ``schema.upsampler_variant``); its runs (seeds)
 are aggregated as mean, sample standard deviation (NaN for a single run) and count.
 
 Runs that cannot be compared (not FINISHED, a needed metric or param missing) are never
@@ -13,25 +13,20 @@ dropped silently: :func:`split_runs` returns them with the reason.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .options import DEFAULT_TRANSPOSE_KERNEL, run_name, upsampler_variant
+from .schema import DEFAULT_TRANSPOSE_KERNEL, MODEL_FACTS, EvalKey, parse_eval_key, run_name, upsampler_variant
 
 CONFIG_KEYS = ("scale", "upsampler", "blocks", "filters")
 INTEGER_PARAMS = ("scale", "blocks", "filters")
-MODEL_FACTS = ("params_count", "macs_per_lr_pixel")
 # Metrics a run needs to be compared; their latest value is the final one.
 REQUIRED_METRICS = ("val_psnr", "val_psnr_gain", "val_ssim", "train_time_s", "step_time_ms")
 QUALITY_METRICS = ("val_psnr", "val_psnr_gain", "val_ssim")
 COST_METRICS = ("train_time_s", "step_time_ms")
-# Benchmark scores that ``evaluate`` adds: eval_<dataset>_psnr / _gain / _ms_per_mp.
-EVAL_QUALITY = re.compile(r"eval_(?P<dataset>.+)_(?P<measure>psnr|gain)")
-EVAL_SPEED = re.compile(r"eval_(?P<dataset>.+)_ms_per_mp")
 # Per benchmark, in table order: quality, then where the error lies (``spectral``).
 BENCHMARK_MEASURES = ("psnr", "gain", "psnr_low", "psnr_high", "periodic_index", "bicubic_periodic_index")
 # Params that identify a run rather than its configuration, so may differ between seeds.
@@ -119,16 +114,15 @@ def split_runs(tidy: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def eval_datasets(columns) -> list[str]:
     """Benchmark datasets with an ``eval_<dataset>_psnr`` or ``_gain`` column, sorted."""
-    found = {m["dataset"] for c in columns if (m := EVAL_QUALITY.fullmatch(c)) and not m["dataset"].endswith("_bicubic")}
-    return sorted(found)
+    return sorted({key.dataset for c in columns if (key := parse_eval_key(c)) and key.measure in ("psnr", "gain")})
 
 
 def value_columns(columns) -> list[str]:
     """Metrics the table aggregates, in table order: validation quality, benchmark quality
     (PSNR and gain per dataset), training cost, inference speed per dataset."""
     present = set(columns)
-    benchmarks = [f"eval_{d}_{m}" for d in eval_datasets(columns) for m in BENCHMARK_MEASURES if f"eval_{d}_{m}" in present]
-    speeds = sorted(c for c in columns if EVAL_SPEED.fullmatch(c))
+    benchmarks = [EvalKey(d, m).key for d in eval_datasets(columns) for m in BENCHMARK_MEASURES if EvalKey(d, m).key in present]
+    speeds = sorted(c for c in columns if (key := parse_eval_key(c)) and key.measure == "ms_per_mp")
     return [*QUALITY_METRICS, *benchmarks, *COST_METRICS, *speeds]
 
 
@@ -154,7 +148,7 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
         spec[f"{column}_mean"] = (column, "mean")
         spec[f"{column}_std"] = (column, "std")
     for dataset in eval_datasets(present):
-        column = f"eval_{dataset}_psnr" if f"eval_{dataset}_psnr" in present else f"eval_{dataset}_gain"
+        column = EvalKey(dataset, "psnr").key if EvalKey(dataset, "psnr").key in present else EvalKey(dataset, "gain").key
         spec[f"eval_{dataset}_n"] = (column, "count")
     grouped = usable.groupby(keys, sort=True)
     table = grouped.agg(**spec).reset_index()
@@ -262,8 +256,8 @@ def _decimals(column: str) -> int:
 def _header(column: str) -> str:
     if column in HEADERS:
         return HEADERS[column]
-    dataset = re.fullmatch(r"eval_(.+?)_(psnr|gain|ms_per_mp|psnr_low|psnr_high|periodic_index|bicubic_periodic_index)", column)
-    name, measure = dataset.group(1), dataset.group(2)
+    key = parse_eval_key(column)
+    name, measure = key.dataset, key.measure
     return {"psnr": f"{name} PSNR (dB)", "gain": f"{name} gain (dB)", "ms_per_mp": f"{name} ms/MP",
             "psnr_low": f"{name} PSNR < LR Nyquist (dB)", "psnr_high": f"{name} PSNR > LR Nyquist (dB)",
             "periodic_index": f"{name} periodic-error index", "bicubic_periodic_index": f"{name} bicubic periodic index"}[measure]

@@ -1,5 +1,5 @@
 """Study grids: definitions read from small YAML files in ``experiments/``, expanded into
-training configurations. Pure: no MLflow, no processes (``workflows.sweep_run`` runs them).
+training configurations. Pure: no MLflow, no processes (``sweep.sweep_run`` runs them).
 
 A grid file::
 

@@ -5,7 +5,9 @@ All images here are numpy arrays of shape (H, W, 3), dtype uint8, RGB in 0..255.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -13,6 +15,34 @@ from PIL import Image, UnidentifiedImageError
 from .errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+# (h, w, 3) uint8 LR -> (h*s, w*s, 3) uint8 SR
+Upscaler = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """A whole low/high-resolution image pair, uint8 RGB; HR is exactly ``scale`` x LR."""
+
+    name: str
+    lr_image: np.ndarray
+    hr_image: np.ndarray
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a run trained or validated on, for the tracking store."""
+
+    name: str
+    source: str
+    digest: str
+    num_images: int
+    image_names: tuple[str, ...] = field(default=(), repr=False)
+
+
+def bicubic_upscaler(scale: int) -> Upscaler:
+    """The bicubic baseline as an upscaler."""
+    return lambda lr_image: upscale_bicubic(lr_image, scale)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

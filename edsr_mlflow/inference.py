@@ -12,9 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import images
-
-# (h, w, 3) uint8 LR -> (h*s, w*s, 3) uint8 SR
-Upscaler = Callable[[np.ndarray], np.ndarray]
+from .images import Upscaler, bicubic_upscaler  # noqa: F401  (inference.bicubic_upscaler)
 
 
 def make_forward(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
@@ -53,11 +51,6 @@ def model_upscaler(model: keras.Model, *, tile: int = 0, tile_overlap: int = 16,
         return images.to_uint8(upscale_float(lr_image))
 
     return upscale
-
-
-def bicubic_upscaler(scale: int) -> Upscaler:
-    """The bicubic baseline as an upscaler."""
-    return lambda lr_image: images.upscale_bicubic(lr_image, scale)
 
 
 def _dihedral(image: np.ndarray, k: int, flip: bool) -> np.ndarray:

@@ -14,6 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
+from .schema import DEFAULT_PROTOCOL
+
 CHANNELS = ("y", "rgb")
 
 
@@ -35,7 +37,7 @@ class Protocol:
 
 
 # The literature's benchmark protocol (Set5, Set14, B100...): Y channel, shave = scale.
-Y_PROTOCOL = Protocol("y", "y")
+Y_PROTOCOL = Protocol(DEFAULT_PROTOCOL, "y")
 # The EDSR paper's DIV2K validation numbers (e.g. 28.94 dB for the x4 baseline): RGB, shave = scale + 6.
 PAPER_RGB_PROTOCOL = Protocol("rgb_paper", "rgb", extra_shave=6)
 PROTOCOLS = {p.name: p for p in (Y_PROTOCOL, PAPER_RGB_PROTOCOL)}

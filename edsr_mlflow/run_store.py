@@ -22,11 +22,8 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
 from .errors import TrackingError, UserError
+from .schema import COMPARISON, KIND_TAG, PARENT_RUN_TAG, SWEEP, SWEEP_TAG, TRAIN
 
-# What kind of run a run is ("train", "evaluate", "sweep", "comparison"); ``tracking`` writes it.
-KIND_TAG = "edsr_mlflow.kind"
-SWEEP_TAG = "sweep_name"
-PARENT_RUN_TAG = "mlflow.parentRunId"
 SAMPLES_FOLDER = "samples"
 RUN_ID_PATTERN = re.compile(r"[0-9a-zA-Z_-]{1,64}")
 # What a value inside a search filter may hold: MLflow's filter grammar has no escape for a quote,
@@ -66,7 +63,7 @@ def comparison_scope(experiment: str | None, parent_run_id: str | None) -> Scope
         experiment_ids = (_experiment_id(experiment),)
         description = f"experiment '{experiment}'"
     if parent_run_id:
-        parent = _parent_run(parent_run_id)
+        parent = existing_run(parent_run_id, role="sweep's parent run")
         if experiment_ids and parent.info.experiment_id != experiment_ids[0]:
             raise UserError(
                 f"run {parent_run_id} is in experiment {parent.info.experiment_id}, not in '{experiment}'; "
@@ -93,27 +90,33 @@ def _experiment_id(name: str) -> str:
     )
 
 
-def _parent_run(run_id: str):
-    if not RUN_ID_PATTERN.fullmatch(run_id):
-        raise UserError(f"{run_id!r} is not a run id; pass the 32-character id of the sweep's parent run")
+def existing_run(run_id: str, role: str = "run"):
+    """The MLflow run ``run_id`` (status, params...); one line if ``run_id`` is not a run id or
+    no run of the store. ``role`` names what the id was given as, for the message."""
+    if not RUN_ID_PATTERN.fullmatch(run_id or ""):
+        raise UserError(f"{run_id!r} is not a run id; pass the 32-character id of the {role}")
     try:
         return mlflow.MlflowClient().get_run(run_id)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise TrackingError(
-                f"run {run_id} is not in {mlflow.get_tracking_uri()}; check the parent run id and MLFLOW_TRACKING_URI"
-            ) from None
+            raise TrackingError(f"run {run_id} is not in {mlflow.get_tracking_uri()}; check the {role} id and MLFLOW_TRACKING_URI") from None
         raise _store_error(error) from None
 
 
+def tracking_error(error: BaseException, what: str, fix: str) -> TrackingError:
+    """One line for a failed MLflow call: what failed, the first line of MLflow's message, the fix."""
+    text = str(getattr(error, "message", "") or error).strip()
+    detail = text.splitlines()[0] if text else getattr(error, "error_code", type(error).__name__)
+    return TrackingError(f"{what} ({detail}); {fix}")
+
+
 def _store_error(error: MlflowException) -> TrackingError:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.error_code
-    return TrackingError(f"the tracking store {mlflow.get_tracking_uri()} failed ({first_line}); check MLFLOW_TRACKING_URI")
+    return tracking_error(error, f"the tracking store {mlflow.get_tracking_uri()} failed", "check MLFLOW_TRACKING_URI")
 
 
 def training_filter(parent_run_id: str | None = None) -> str:
     """The search filter of training runs (kind ``train``), optionally children of one run."""
-    clauses = [f"tags.`{KIND_TAG}` = 'train'"]
+    clauses = [f"tags.`{KIND_TAG}` = '{TRAIN}'"]
     if parent_run_id:
         clauses.append(f"tags.`{PARENT_RUN_TAG}` = {filter_literal(parent_run_id)}")
     return " and ".join(clauses)
@@ -187,7 +190,7 @@ def start_comparison_run(experiment_id: str, params: dict[str, object]) -> mlflo
     """Opens the run named ``comparison`` (tag ``edsr_mlflow.kind=comparison``) and logs
     ``params``. Inside ``mlflow run`` the run MLflow created is used (``MLFLOW_RUN_ID``), in
     the experiment MLflow chose for it. Close it with ``tracking.closing_run``."""
-    run = mlflow.start_run(experiment_id=experiment_id, run_name="comparison", tags={KIND_TAG: "comparison"})
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=COMPARISON, tags={KIND_TAG: COMPARISON})
     log_new_params(run.info.run_id, params)
     return run
 
@@ -213,7 +216,7 @@ def sweep_parent_ids(name: str, experiment_id: str) -> list[str]:
     """Parent runs of the sweep called ``name``, newest first."""
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.{SWEEP_TAG} = {filter_literal(name)}",
+        filter_string=f"tags.`{KIND_TAG}` = '{SWEEP}' and tags.{SWEEP_TAG} = {filter_literal(name)}",
         order_by=["attributes.start_time DESC"], output_format="list",
     )
     return [r.info.run_id for r in runs]

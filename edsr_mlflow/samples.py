@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .data import ImagePair
-from .inference import Upscaler, bicubic_upscaler
+from .images import ImagePair, Upscaler, bicubic_upscaler
 
 LABEL_HEIGHT = 14
 

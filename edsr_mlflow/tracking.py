@@ -17,19 +17,17 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import keras
 import mlflow
 import numpy as np
 
 from . import run_store
 from .config import TrainConfig
-from .data import DatasetInfo
 from .errors import TrackingError
+from .images import DatasetInfo
+from .schema import EPOCH_METRICS, EVALUATE, KIND_TAG, PARENT_RUN_TAG, RUN_NAME_TAG, SWEEP, SWEEP_TAG, TRAIN
 
 log = logging.getLogger(__name__)
 
-EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_time_ms", "patches_per_s", "learning_rate")
-KIND_TAG = run_store.KIND_TAG
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
@@ -166,7 +164,7 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
     if experiment:
         mlflow.set_experiment(experiment)
     tags = {
-        KIND_TAG: "train",
+        KIND_TAG: TRAIN,
         "upsampler": config.upsampler,
         "blocks": str(config.blocks),
         "scale": str(config.scale),
@@ -232,14 +230,6 @@ def log_model_facts(params_count: int, macs_per_lr_pixel: int) -> None:
     mlflow.log_params({"params_count": params_count, "macs_per_lr_pixel": macs_per_lr_pixel})
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics in one call, at step = epoch number (1-based)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        mlflow.log_metrics({k: float(logs[k]) for k in EPOCH_METRICS if k in logs}, step=epoch + 1)
-
-
 def logged_epochs(run_id: str) -> set[int]:
     """Epochs of ``run_id`` whose metrics are already in the store."""
     history = mlflow.MlflowClient().get_metric_history(run_id, "val_psnr")
@@ -262,29 +252,6 @@ def log_visual_samples(samples: list[tuple[str, np.ndarray]]) -> None:
         mlflow.log_image(image, artifact_file=f"samples/{Path(name).stem}.png")
 
 
-def log_keras_model(model: keras.Model) -> None:
-    """Logs the model as ``model`` with a signature that accepts any image size.
-
-    No input example: MLflow would then validate serving by reloading the model and running
-    it, about a second per run (benchmarks/tracking_overhead.py); tests load and run every
-    logged model instead. Loading it back needs ``edsr_mlflow`` importable: ``import
-    edsr_mlflow.model`` registers its small layers (NormalizeRGB, PixelShuffle,
-    BilinearUpsampling, Scale) with Keras.
-    """
-    import mlflow.keras
-    import tensorflow as tf
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    image_spec = TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), name=None)
-    signature = ModelSignature(inputs=Schema([image_spec]), outputs=Schema([image_spec]))
-    mlflow.keras.log_model(
-        model, name="model", signature=signature,
-        # Inferring requirements reloads the model without this package's layers; name them.
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"],
-    )
-
-
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 
@@ -298,70 +265,7 @@ def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
 
 def run_params(run_id: str) -> dict[str, str]:
     """The params of an existing run (to resume it)."""
-    return existing_run(run_id).data.params
-
-
-def existing_run(run_id: str):
-    """The MLflow run ``run_id`` (status, params...); a one-line error if there is none."""
-    if not run_store.RUN_ID_PATTERN.fullmatch(run_id or ""):
-        raise TrackingError(f"{run_id!r} is not a run id; pass the 32-character id the run printed")
-    try:
-        return mlflow.MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException as error:
-        raise TrackingError(f"run {run_id} is not in {tracking_uri()} ({error.error_code}); check the run id and MLFLOW_TRACKING_URI") from None
-
-
-def load_keras_model(model_uri: str) -> keras.Model:
-    """Loads a model this project logged (``runs:/<id>/model``, ``models:/<name>/<version>``...).
-
-    Only the form :func:`log_keras_model` writes is accepted: an MLmodel whose ``keras`` flavour
-    points at ``data/model.keras``, loaded here with Keras' safe mode. Anything else is refused
-    before it is read: in particular ``save_exported_model: true``, which ``mlflow.keras`` would
-    hand to ``tf.saved_model.load`` (a TensorFlow graph runs whatever ops it holds, file writes
-    included, and has no safe mode), and a ``.keras`` file with a ``Lambda`` layer.
-    """
-    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
-
-    from . import model as _layers  # noqa: F401  registers the custom layers with Keras
-
-    try:
-        with run_store.no_progress_bar():
-            local = Path(_download_artifact_from_uri(artifact_uri=model_uri))
-    except mlflow.exceptions.MlflowException as error:
-        raise TrackingError(f"cannot load model {model_uri} from {tracking_uri()} ({error.message.splitlines()[0]}); check the URI with the MLflow UI") from None
-    except OSError as error:
-        raise TrackingError(f"cannot load model {model_uri} ({error}); check the URI with the MLflow UI") from None
-    keras_file = logged_keras_file(local)
-    if isinstance(keras_file, str):
-        raise TrackingError(f"refusing to load {model_uri}: {keras_file}; load only models that edsr-mlflow train logged")
-    try:
-        return keras.saving.load_model(keras_file, safe_mode=True)
-    except (ValueError, TypeError, OSError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise TrackingError(f"refusing to load {model_uri}: Keras' safe mode rejected it ({reason}); "
-                            "load only models that edsr-mlflow train logged") from None
-
-
-def logged_keras_file(model_dir: Path) -> Path | str:
-    """``model_dir/data/model.keras`` if ``model_dir`` is a model in the form this project logs,
-    else why not (a short phrase). Reads only the MLmodel file."""
-    import yaml
-
-    try:
-        meta = yaml.safe_load((model_dir / "MLmodel").read_text())
-    except (OSError, yaml.YAMLError):
-        return "it has no readable MLmodel file"
-    flavor = (meta.get("flavors") or {}).get("keras") if isinstance(meta, dict) else None
-    if not isinstance(flavor, dict):
-        return "it is not a Keras model (no keras flavour in its MLmodel)"
-    if flavor.get("save_exported_model"):
-        return "it is an exported TensorFlow graph (save_exported_model), which cannot be loaded safely"
-    if flavor.get("data", "data") != "data":
-        return f"its keras flavour points at {flavor.get('data')!r}, not data/"
-    keras_file = model_dir / "data" / "model.keras"
-    if keras_file.is_symlink() or not keras_file.is_file():
-        return "it has no data/model.keras file"
-    return keras_file
+    return run_store.existing_run(run_id).data.params
 
 
 def model_run_id(model_uri: str) -> str | None:
@@ -369,10 +273,8 @@ def model_run_id(model_uri: str) -> str | None:
     try:
         with run_store.no_progress_bar():
             return mlflow.models.get_model_info(model_uri).run_id
-    except mlflow.exceptions.MlflowException as error:
-        raise TrackingError(f"model {model_uri} not found in {tracking_uri()} ({error.message.splitlines()[0]}); check the URI") from None
-    except OSError as error:
-        raise TrackingError(f"model {model_uri} not found ({error}); check the URI") from None
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise run_store.tracking_error(error, f"model {model_uri} not found in {tracking_uri()}", "check the URI") from None
 
 
 def log_to_run(run_id: str, metrics: dict[str, float], tables: dict[str, object]) -> None:
@@ -393,7 +295,7 @@ def log_to_run(run_id: str, metrics: dict[str, float], tables: dict[str, object]
 def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object]):
     """A new run for an evaluation that has no training run (the bicubic baseline)."""
     check_tracking_server()
-    run = mlflow.start_run(run_name=run_name, tags={KIND_TAG: "evaluate", **tags})
+    run = mlflow.start_run(run_name=run_name, tags={KIND_TAG: EVALUATE, **tags})
     with closing_run(run):
         run_store.log_new_params(run.info.run_id, params)  # inside `mlflow run -e evaluate`, some are logged
         yield run
@@ -405,7 +307,7 @@ def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object
 def create_child_run(experiment_id: str, parent_run_id: str, run_name: str) -> str:
     """A training run under ``parent_run_id``, made before its process starts (which takes it over
     through ``MLFLOW_RUN_ID``), so the sweep knows its id without reading any output."""
-    tags = {KIND_TAG: "train", run_store.PARENT_RUN_TAG: parent_run_id, "mlflow.runName": run_name}
+    tags = {KIND_TAG: TRAIN, PARENT_RUN_TAG: parent_run_id, RUN_NAME_TAG: run_name}
     return mlflow.MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
@@ -438,7 +340,7 @@ def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
         run_id = earlier[0] if earlier else None
     run = mlflow.start_run(
         run_id=run_id, experiment_id=None if run_id else experiment_id,
-        run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: "sweep", run_store.SWEEP_TAG: name},
+        run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: SWEEP, SWEEP_TAG: name},
     )
     with closing_run(run):
         run_store.log_new_params(run.info.run_id, params)

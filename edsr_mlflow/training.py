@@ -27,10 +27,14 @@ from .config import TrainConfig, learning_rate_at
 from .data import SRData
 from .errors import TrainingDiverged, UserError
 from .evaluation import score_upscaler
-from .inference import bicubic_upscaler, model_upscaler
+from .images import bicubic_upscaler
+from .inference import model_upscaler
 from .metrics import mean_scores
 from .model import build_edsr
 
+# EDSR's loss (L1), one Keras function for both training paths: ``fit`` averages it over the
+# batch; the distributed loop averages each patch's value over the global batch.
+L1_LOSS = "mean_absolute_error"
 CHECKPOINT_FILE = "model.keras"  # in each epoch's folder, beside STATE_FILE
 STATE_FILE = "state.json"
 EPOCH_FOLDER = re.compile(r"epoch-(\d{5})")
@@ -92,7 +96,7 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # L1, not L2: the paper found it trains EDSR to higher PSNR. XLA only for bfloat16:
     # on CPUs without native bfloat16 TensorFlow's own kernels run it about 10x slower.
-    model.compile(optimizer=optimizer, loss="mean_absolute_error", jit_compile=config.precision == "mixed_bfloat16")
+    model.compile(optimizer=optimizer, loss=L1_LOSS, jit_compile=config.precision == "mixed_bfloat16")
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -385,7 +389,7 @@ def _distributed_train_step(model, strategy, config: TrainConfig):
     def replica_step(lr_batch, hr_batch):
         with tf.GradientTape() as tape:
             sr_batch = tf.cast(model(lr_batch, training=True), tf.float32)
-            per_patch = tf.reduce_mean(tf.abs(tf.cast(hr_batch, tf.float32) - sr_batch), axis=[1, 2, 3])
+            per_patch = tf.reduce_mean(keras.losses.get(L1_LOSS)(tf.cast(hr_batch, tf.float32), sr_batch), axis=[1, 2])
             loss = tf.nn.compute_average_loss(per_patch, global_batch_size=config.batch_size)
             scaled = model.optimizer.scale_loss(loss)  # loss scaling under mixed_float16; identity otherwise
         gradients = tape.gradient(scaled, model.trainable_variables)

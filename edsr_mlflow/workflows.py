@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data, distribute, images, run_store, sweep, tracking, training
-from .config import TrainConfig
+from . import data, distribute, images, model_logging, run_store, schema, tracking, training
+from .config import TrainConfig, check_scale
 from .errors import UserError
 from .evaluation import SetScores, score_set
-from .inference import bicubic_upscaler, model_upscaler
+from .images import bicubic_upscaler
+from .inference import model_upscaler
 from .metrics import Y_PROTOCOL, Protocol
 from .model import macs_per_lr_pixel
-from .options import check_scale
-from .visuals import visual_samples
+from .samples import visual_samples
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +54,7 @@ def final_metrics(result: training.TrainResult) -> dict[str, float]:
 def resumable_config(run_id: str) -> TrainConfig:
     """The configuration of a run that may be resumed; refuses, leaving the run as it is, one
     that FINISHED (resuming would log its final metrics and model a second time)."""
-    run = tracking.existing_run(run_id)
+    run = run_store.existing_run(run_id)
     if run.info.status == "FINISHED":
         raise UserError(f"run {run_id} already FINISHED; nothing to resume (train a new run to train longer)")
     config = TrainConfig.from_params(run.data.params)
@@ -116,13 +112,13 @@ def train_run(
                     tracking.set_tags({"replicas": str(strategy.num_replicas_in_sync)})
                 result = training.train(
                     config, model, sr_data, checkpoint_dir, state=state,
-                    callbacks=(tracking.EpochLogger(),), verbose=verbose, strategy=strategy,
+                    callbacks=(model_logging.EpochLogger(),), verbose=verbose, strategy=strategy,
                 )
                 metrics = final_metrics(result)
                 tracking.log_final_metrics(metrics)
                 tracking.set_tags({"stop_reason": result.stop_reason})
                 tracking.log_visual_samples(visual_samples(sr_data.val_pairs, model_upscaler(model), config.scale))
-                tracking.log_keras_model(model)
+                model_logging.log_keras_model(model)
         except KeyboardInterrupt:
             raise TrainingInterrupted(_interrupted_message(run_id, checkpoint_root)) from None
     return TrainOutcome(run_id, config, result, metrics)
@@ -165,26 +161,20 @@ class DatasetEvaluation:
     dataset: str  # short name, as in metric keys: set5, set14, div2k, <folder>
     scores: SetScores
 
-    def metrics(self, prefix: str) -> dict[str, float]:
+    def measures(self) -> dict[str, float]:
+        """Every measure of ``schema.EVAL_MEASURES``, in that order."""
         spectrum, bicubic_spectrum = self.scores.spectrum_means(), self.scores.spectrum_means(bicubic=True)
         return {
-            f"{prefix}_psnr": self.scores.psnr,
-            f"{prefix}_ssim": self.scores.ssim,
-            f"{prefix}_gain": self.scores.gain,
-            f"{prefix}_bicubic_psnr": self.scores.bicubic_psnr,
-            f"{prefix}_ms_per_mp": 1000.0 * self.scores.seconds_per_megapixel,
-            f"{prefix}_periodic_index": spectrum["periodic_index"],
-            f"{prefix}_psnr_low": spectrum["psnr_low"],
-            f"{prefix}_psnr_high": spectrum["psnr_high"],
-            f"{prefix}_bicubic_periodic_index": bicubic_spectrum["periodic_index"],
+            "psnr": self.scores.psnr,
+            "ssim": self.scores.ssim,
+            "gain": self.scores.gain,
+            "bicubic_psnr": self.scores.bicubic_psnr,
+            "ms_per_mp": 1000.0 * self.scores.seconds_per_megapixel,
+            "periodic_index": spectrum["periodic_index"],
+            "psnr_low": spectrum["psnr_low"],
+            "psnr_high": spectrum["psnr_high"],
+            "bicubic_periodic_index": bicubic_spectrum["periodic_index"],
         }
-
-
-def metric_prefix(dataset: str, self_ensemble: bool, protocol: Protocol = Y_PROTOCOL) -> str:
-    """``eval_set5`` (``eval_set5_se`` with self-ensemble, ``eval_div2k_rgb_paper`` in the EDSR
-    paper's protocol): the keys' stem for one dataset. The default protocol (Y, shave = scale)
-    is the one left unnamed."""
-    return f"eval_{dataset}" + ("_se" if self_ensemble else "") + ("" if protocol == Y_PROTOCOL else f"_{protocol.name}")
 
 
 def evaluate_model(
@@ -219,15 +209,16 @@ def evaluate_model(
         scale = scale or trained_scale
         if not scale:
             raise UserError(f"{model_uri} has no training run to read its scale from; pass --scale")
-        upscale = model_upscaler(tracking.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble)
+        upscale = model_upscaler(model_logging.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble)
     sets = [data.load_eval_set(name, scale, benchmark_root) for name in datasets]
     if run_id is not None:  # a first write now: a user who may not write to the run learns it before the scoring
         tracking.set_run_tags(run_id, {"last_evaluation": ",".join(name for name, _ in sets)})
     evaluations = [DatasetEvaluation(name, score_set(upscale, pairs, scale, spectra=True, protocol=protocol)) for name, pairs in sets]
-    prefixes = {e.dataset: metric_prefix(e.dataset, self_ensemble, protocol) for e in evaluations}
-    metrics = {k: v for e in evaluations for k, v in e.metrics(prefixes[e.dataset]).items()}
-    suffixes = {d: prefix.removeprefix(f"eval_{d}") for d, prefix in prefixes.items()}  # "_se", "_rgb_paper"...
-    tables = {f"eval/{e.dataset}_x{scale}{suffixes[e.dataset]}.csv": e.scores.table() for e in evaluations}
+    metrics, tables = {}, {}
+    for e in evaluations:
+        prefix = schema.metric_prefix(e.dataset, self_ensemble, protocol.name)
+        metrics.update({f"{prefix}_{measure}": value for measure, value in e.measures().items()})
+        tables[f"eval/{e.dataset}_x{scale}{prefix.removeprefix(f'eval_{e.dataset}')}.csv"] = e.scores.table()  # _se, _rgb_paper
     if run_id is None:
         params = {"model": model_uri, "scale": scale, "datasets": ",".join(datasets)}
         with tracking.evaluation_run(f"bicubic_x{scale}", {"upscaler": BICUBIC, "scale": str(scale)}, params) as run:
@@ -242,163 +233,10 @@ def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: i
     """Super-resolves one image file with a logged model; returns the output (width, height)."""
     lr_image = images.load_rgb(input_path)
     tracking.check_tracking_server()
-    upscale = model_upscaler(tracking.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble)
+    upscale = model_upscaler(model_logging.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble)
     sr_image = upscale(lr_image)
     images.save_rgb(sr_image, output_path)
     return sr_image.shape[1], sr_image.shape[0]
 
 
 # ---------------------------------------------------------------- sweeps
-
-
-@dataclass(frozen=True)
-class ConfigOutcome:
-    config: TrainConfig
-    status: str  # "skipped" (finished earlier), "finished", "failed", "interrupted"
-    run_id: str | None
-    log_file: Path | None
-    message: str = ""
-
-
-def _last_line(path: Path) -> str:
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-class _Children:
-    """The processes a sweep started. On Ctrl-C (or SIGTERM) the sweep stops starting new ones and
-    passes SIGTERM to those running, which end their runs KILLED."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._running: set[subprocess.Popen] = set()
-        self.stopping = threading.Event()
-
-    def run(self, command: list[str], log_file: Path, env: dict[str, str]) -> int | None:
-        """Runs ``command`` with output appended to ``log_file``; None if the sweep is stopping."""
-        with log_file.open("a") as log_stream, self._lock:
-            if self.stopping.is_set():
-                return None
-            log_stream.write("$ " + " ".join(command) + "\n")
-            log_stream.flush()
-            # A session of its own: a Ctrl-C at the terminal reaches the sweep alone, which
-            # stops each child once, with SIGTERM.
-            process = subprocess.Popen(command, stdout=log_stream, stderr=subprocess.STDOUT, env=env,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-            self._running.add(process)
-        try:
-            return process.wait()
-        finally:
-            with self._lock:
-                self._running.discard(process)
-
-    def stop(self) -> None:
-        with self._lock:
-            self.stopping.set()
-            running = list(self._running)
-        for process in running:
-            process.terminate()
-        for process in running:
-            process.wait()
-
-
-def _train_and_evaluate(config: TrainConfig, index: int, parent_run_id: str, experiment_id: str, log_dir: Path,
-                        env: dict[str, str], checkpoint_root: Path, evaluate: tuple[str, ...], benchmark_root: str | None,
-                        children: _Children, run_id: str | None = None) -> ConfigOutcome:
-    """One configuration in its own process, so a crash or leak cannot touch the others.
-
-    The child run is created here and handed to the process (``MLFLOW_RUN_ID``), so its id never
-    has to be read back from output. With ``run_id`` (a FINISHED run missing its evaluation) only
-    the evaluation runs.
-    """
-    log_file = log_dir / f"{index:03d}_{config.run_name}_s{config.seed}.log"
-    if run_id is None:
-        run_id = tracking.create_child_run(experiment_id, parent_run_id, config.run_name)
-        train_command = [sys.executable, "-m", "edsr_mlflow", "train", *sweep.train_arguments(config),
-                         f"--parent-run-id={parent_run_id}", f"--checkpoint-dir={checkpoint_root}"]
-        code = children.run(train_command, log_file, {**env, "MLFLOW_RUN_ID": run_id})
-        status = tracking.close_if_running(run_id, "KILLED" if children.stopping.is_set() else "FAILED")
-        if code is None or children.stopping.is_set():
-            return ConfigOutcome(config, "interrupted", run_id, log_file, f"stopped; run {run_id} is {status}")
-        if code != 0 or status != "FINISHED":
-            return ConfigOutcome(config, "failed", run_id, log_file, _last_line(log_file))
-    if evaluate:
-        eval_command = [sys.executable, "-m", "edsr_mlflow", "evaluate", f"--model=runs:/{run_id}/model",
-                        f"--dataset={','.join(evaluate)}", f"--benchmark-root={benchmark_root or ''}"]
-        code = children.run(eval_command, log_file, env)
-        if code is None or children.stopping.is_set():
-            return ConfigOutcome(config, "interrupted", run_id, log_file, "stopped before its evaluation ended")
-        if code != 0:
-            return ConfigOutcome(config, "failed", run_id, log_file, "evaluation failed: " + _last_line(log_file))
-    return ConfigOutcome(config, "finished", run_id, log_file)
-
-
-def finished_configurations(sweep_name: str, experiment_id: str, evaluate: tuple[str, ...] = ()) -> dict[tuple, tuple[str, bool]]:
-    """Every configuration that already FINISHED under the sweep, by ``sweep.config_key``: its run
-    id, and whether it holds every evaluation the grid asks for (``eval_<set>_psnr``)."""
-    wanted = {f"{metric_prefix(data.eval_set_name(name), False)}_psnr" for name in evaluate}
-    finished = {}
-    for run_id, status, params, metric_names in run_store.sweep_children(sweep_name, experiment_id):
-        key = sweep.config_key(params) if all(name in params for name in sweep.REQUIRED_CONFIG_FIELDS) else None
-        if status == "FINISHED" and key is not None:
-            evaluated = wanted <= set(metric_names)
-            if key not in finished or evaluated:
-                finished[key] = (run_id, evaluated)
-    return finished
-
-
-def sweep_run(
-    definition: sweep.SweepDefinition,
-    *,
-    max_parallel: int = 1,
-    benchmark_root: str | None = None,
-    output_dir: Path = Path("outputs"),
-    checkpoint_root: Path = Path("checkpoints"),
-    on_progress=lambda outcome: None,
-) -> tuple[str, list[ConfigOutcome]]:
-    """Trains every configuration of a grid as child runs of one parent run.
-
-    Configurations that already FINISHED under this sweep (same name, same experiment) are
-    skipped, or only evaluated if their evaluation is missing; failed ones are tried again. Each
-    configuration runs in its own process, at most ``max_parallel`` at once; one failing does
-    not stop the others. Ctrl-C (or SIGTERM) starts nothing more, stops the running ones (their
-    runs end KILLED) and ends the parent run KILLED.
-
-    Returns:
-        the parent run id and one outcome per configuration, in grid order.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    if max_parallel < 1:
-        raise UserError(f"--max-parallel must be at least 1, got {max_parallel}")
-    params = {"grid_name": definition.name, "configurations": len(definition.configs), "evaluate": ",".join(definition.evaluate)}
-    children = _Children()
-    with tracking.sweep_parent_run(definition.name, definition.experiment, params) as parent:
-        parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
-        finished = finished_configurations(definition.name, experiment_id, definition.evaluate)
-        log_dir = output_dir / "sweeps" / definition.name
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-        env.update(MLFLOW_TRACKING_URI=tracking.tracking_uri(), MLFLOW_EXPERIMENT_ID=experiment_id)
-        outcomes: list[ConfigOutcome | None] = [None] * len(definition.configs)
-        pool = ThreadPoolExecutor(max_workers=max_parallel)
-        try:
-            futures = {}
-            for index, config in enumerate(definition.configs):
-                run_id, evaluated = finished.get(sweep.config_key(config.as_params()), (None, False))
-                if run_id and (evaluated or not definition.evaluate):
-                    outcomes[index] = ConfigOutcome(config, "skipped", run_id, None)
-                    on_progress(outcomes[index])
-                    continue
-                futures[index] = pool.submit(_train_and_evaluate, config, index, parent_id, experiment_id, log_dir, env,
-                                             checkpoint_root, definition.evaluate, benchmark_root, children, run_id)
-            for index, future in futures.items():
-                outcomes[index] = future.result()
-                on_progress(outcomes[index])
-        except KeyboardInterrupt:
-            children.stop()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown()
-        tracking.set_tags({"configurations_failed": str(sum(o.status == "failed" for o in outcomes))})
-    return parent_id, outcomes

@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))  # run from a checkout, without installing the package
-    from edsr_mlflow import sweep
+    from edsr_mlflow import grid
 
-    definition = sweep.load_sweep(args.grid)
+    definition = grid.load_sweep(args.grid)
     project = docker_project(args.image, Path(args.project_dir))
     print(f"project copy with docker_env {args.image}: {project}")
     if args.dry_run:
@@ -73,22 +73,22 @@ def main(argv: list[str] | None = None) -> int:
 def _submit(definition, project: Path, backend_config: str) -> int:
     import mlflow
 
-    from edsr_mlflow import run_store, sweep, tracking, workflows
+    from edsr_mlflow import grid, schema, sweep, tracking
 
     params = {"grid_name": definition.name, "configurations": len(definition.configs), "backend": "kubernetes"}
     with tracking.sweep_parent_run(definition.name, definition.experiment, params) as parent:
         experiment_id = parent.info.experiment_id
-        finished = workflows.finished_configurations(definition.name, experiment_id)
+        finished = sweep.finished_configurations(definition.name, experiment_id)
         submitted = []
         for config in definition.configs:
-            if sweep.config_key(config.as_params()) in finished:
+            if grid.config_key(config.as_params()) in finished:
                 print(f"  skipped   {config.run_name} seed {config.seed} (finished earlier)")
                 continue
             run = mlflow.projects.run(
                 str(project), entry_point="train", parameters=config.as_params(), backend="kubernetes",
                 backend_config=backend_config, experiment_id=experiment_id, synchronous=False,
             )
-            mlflow.MlflowClient().set_tag(run.run_id, run_store.PARENT_RUN_TAG, parent.info.run_id)
+            mlflow.MlflowClient().set_tag(run.run_id, schema.PARENT_RUN_TAG, parent.info.run_id)
             print(f"  submitted {config.run_name} seed {config.seed}: run {run.run_id}")
             submitted.append(run)
         failed = sum(not run.wait() for run in submitted)  # the parent stays open until every Job ends

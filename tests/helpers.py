@@ -3,6 +3,8 @@ training run holds, small image folders."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 import mlflow
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edsr_mlflow import tracking
+from edsr_mlflow import schema
 from edsr_mlflow.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +21,21 @@ needs_shared_data = pytest.mark.skipif(
     not (SHARED_DATA / "Set5").is_dir(),
     reason=f"benchmark images not found at {SHARED_DATA} (Set5/Set14/SunHays80, see README)",
 )
+
+
+def copy_migrated_store(template: Path, db_path: Path, artifact_location: str | None = None) -> None:
+    """``db_path`` as a fresh store would be if MLflow created it now: a copy of the migrated
+    template whose Default experiment keeps its artifacts where MLflow would have put them:
+    beside ``db_path`` (``<folder>/mlruns/0``) for a client, ``mlflow-artifacts:/0`` for an
+    ``mlflow server --serve-artifacts`` (pass that as ``artifact_location``)."""
+    shutil.copyfile(template, db_path)
+    location = artifact_location or str(db_path.parent / "mlruns" / "0")
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
+    db.close()
+
+
+SERVED_ARTIFACTS = "mlflow-artifacts:/0"  # the Default experiment's artifacts on a server that serves them
 
 
 def cli_args(params: dict) -> list[str]:
@@ -39,7 +56,7 @@ def assert_complete_training_run(run, config: TrainConfig):
     tags = run.data.tags
     assert tags["upsampler"] == config.upsampler and tags["blocks"] == str(config.blocks) and tags["scale"] == str(config.scale)
     assert len(tags.get("git_commit", "")) == 40 or "mlflow.source.git.commit" in tags or not (ROOT / ".git").exists()
-    for metric in tracking.EPOCH_METRICS:
+    for metric in schema.EPOCH_METRICS:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert steps == list(range(1, config.epochs + 1)), metric
     metrics = run.data.metrics

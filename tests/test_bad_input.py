@@ -15,6 +15,8 @@ from PIL import Image
 from edsr_mlflow import cli, data
 from edsr_mlflow.errors import DataError
 
+from helpers import copy_migrated_store
+
 
 def invoke(*args):
     return CliRunner().invoke(cli.main, list(args))
@@ -85,13 +87,13 @@ def test_negative_tiles_are_refused(command):
     assert "-5" in result.output and "below 0" in result.output and "Traceback" not in result.output
 
 
-def test_a_half_created_sqlite_store_says_what_to_do(tmp_path, monkeypatch):
+def test_a_half_created_sqlite_store_says_what_to_do(tmp_path, monkeypatch, migrated_store):
     """A first command killed while MLflow created its tables left a store on which every later
     command failed with a SQL error ("table ... already exists", "duplicate column")."""
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.MlflowClient(tracking_uri=uri).search_experiments()
+    copy_migrated_store(migrated_store, tmp_path / "mlflow.db")
     with sqlite3.connect(tmp_path / "mlflow.db") as db:  # as a cut-short migration leaves it
         db.execute("drop table alembic_version")
         db.execute("drop table webhooks")
@@ -122,11 +124,11 @@ def test_a_refusal_of_the_tracking_server_is_one_line(tracking_store, monkeypatc
 def test_evaluate_writes_first_so_a_refusal_comes_before_the_scoring(tracking_store, monkeypatch, tmp_path):
     from mlflow.exceptions import MlflowException, get_error_code
 
-    from edsr_mlflow import evaluation, model, tracking
+    from edsr_mlflow import evaluation, model, model_logging
 
     keras_model = model.build_edsr(scale=2, blocks=1, filters=4)
     with mlflow.start_run() as run:
-        tracking.log_keras_model(keras_model)
+        model_logging.log_keras_model(keras_model)
         mlflow.log_param("scale", 2)
     write_image(tmp_path / "imgs" / "a.png", (40, 40))
     scored = []

@@ -16,8 +16,10 @@ import pytest
 from click.testing import CliRunner
 from mlflow.entities import Metric, Param
 
-from edsr_mlflow import cli, findings, options, run_store
+from edsr_mlflow import cli, findings, run_store, schema
 from edsr_mlflow.errors import TrackingError
+
+from helpers import copy_migrated_store
 from servers import free_port
 
 EPOCHS = 3
@@ -26,10 +28,10 @@ EPOCHS = 3
 def log_training_run(client, experiment_id, *, upsampler, blocks, seed, val_psnr, train_time_s, filters=8, scale=2,
                      status="FINISHED", parent_run_id=None, drop=(), extra_metrics=None, extra_params=None, sample=None):
     """A run shaped like ``edsr-mlflow train``'s: tags, string params, per-epoch and final metrics."""
-    name = options.run_name(scale, blocks, filters, upsampler)
-    tags = {run_store.KIND_TAG: "train", "upsampler": upsampler, "blocks": str(blocks), "scale": str(scale), "mlflow.runName": name}
+    name = schema.run_name(scale, blocks, filters, upsampler)
+    tags = {schema.KIND_TAG: "train", "upsampler": upsampler, "blocks": str(blocks), "scale": str(scale), "mlflow.runName": name}
     if parent_run_id:
-        tags[run_store.PARENT_RUN_TAG] = parent_run_id
+        tags[schema.PARENT_RUN_TAG] = parent_run_id
     run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
     params = {
         "upsampler": upsampler, "blocks": blocks, "filters": filters, "scale": scale, "res_scale": 1.0,
@@ -58,7 +60,7 @@ def log_training_run(client, experiment_id, *, upsampler, blocks, seed, val_psnr
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, migrated_store):
     """A store with experiments 'study' (known numbers, excluded runs, one evaluated config,
     samples for one config), 'sweep' (a parent with two children and an outsider), 'empty'."""
     import mlflow
@@ -67,6 +69,7 @@ def study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
+        copy_migrated_store(migrated_store, folder / "mlflow.db")
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
             patch.delenv(name, raising=False)
@@ -93,7 +96,7 @@ def study(tmp_path_factory):
         ids["no_ssim"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=7, val_psnr=99.0, train_time_s=1.0, drop=("val_ssim", "train_time_s"))
 
         sweep_id = client.create_experiment("sweep")
-        parent = client.create_run(sweep_id, tags={run_store.KIND_TAG: "sweep"}, run_name="sweep").info.run_id
+        parent = client.create_run(sweep_id, tags={schema.KIND_TAG: "sweep"}, run_name="sweep").info.run_id
         client.set_terminated(parent, "FINISHED")
         ids["parent"] = parent
         for seed in (1, 2):
@@ -211,7 +214,7 @@ def test_compare_command_exports_plots_and_logs_a_comparison_run(study, tmp_path
 
     client = mlflow.MlflowClient()
     experiment_id = mlflow.get_experiment_by_name("study").experiment_id
-    [comparison] = client.search_runs([experiment_id], f"tags.`{run_store.KIND_TAG}` = 'comparison'")
+    [comparison] = client.search_runs([experiment_id], f"tags.`{schema.KIND_TAG}` = 'comparison'")
     assert comparison.info.run_name == "comparison" and comparison.info.status == "FINISHED"
     assert comparison.data.params["compared_runs"] == "10" and comparison.data.params["excluded_runs"] == "3"
     logged = {f.path for f in client.list_artifacts(comparison.info.run_id)}
@@ -243,12 +246,6 @@ def test_compare_command_fails_fast_on_an_unreachable_server(tmp_path, monkeypat
     result = CliRunner().invoke(cli.main, ["compare", "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == TrackingError.exit_code
     assert result.stderr.count("\n") == 1 and f"cannot reach the MLflow tracking server at {uri}" in result.stderr
-
-
-def test_run_store_uses_the_kind_tag_training_runs_carry():
-    from edsr_mlflow import tracking
-
-    assert run_store.KIND_TAG == tracking.KIND_TAG
 
 
 def test_pareto_front_keeps_points_no_other_point_beats_on_both_cost_and_quality():

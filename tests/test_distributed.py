@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from edsr_mlflow import cli, distribute, training
 from edsr_mlflow.config import TrainConfig
 from edsr_mlflow.errors import ConfigError
-from servers import free_port
+
 from helpers import assert_complete_training_run, cli_args
+from servers import free_port
 
 
 def tf_config(task_type: str, index: int, cluster: dict) -> str:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from edsr_mlflow import cli, data
 from edsr_mlflow.errors import DataError
+
 from helpers import all_runs, cli_args
 
 tfds = pytest.importorskip("tensorflow_datasets")

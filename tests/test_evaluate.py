@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from edsr_mlflow import cli, data, metrics
 from edsr_mlflow.evaluation import score_set
 from edsr_mlflow.inference import bicubic_upscaler, model_upscaler
 from edsr_mlflow.model import build_edsr
+
 from helpers import SHARED_DATA, needs_shared_data, write_images
 
 

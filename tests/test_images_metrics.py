@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from skimage.metrics import structural_similarity
 from edsr_mlflow import data, evaluation, images, metrics
 from edsr_mlflow.errors import DataError
 from edsr_mlflow.metrics import ImageScore
-from helpers import SHARED_DATA, needs_shared_data
 
+from helpers import SHARED_DATA, needs_shared_data
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from edsr_mlflow import data, evaluation, images, inference, metrics, model, visuals
+from edsr_mlflow import data, evaluation, images, inference, metrics, model, samples
 
 
 @pytest.fixture(scope="module")
@@ -119,23 +119,23 @@ def test_score_set_of_bicubic_has_no_gain_and_reuses_given_baseline(pairs):
 
 def test_comparison_strip_is_four_labelled_panels(tiny_x2, pairs):
     pair = pairs[0]
-    strip = visuals.comparison_strip(pair, inference.model_upscaler(tiny_x2), 2, crop_lr=16)
+    strip = samples.comparison_strip(pair, inference.model_upscaler(tiny_x2), 2, crop_lr=16)
     assert strip.dtype == np.uint8
     assert strip.ndim == 3 and strip.shape[2] == 3
     panel = 16 * 2
     assert strip.shape[1] >= 4 * panel
-    assert strip.shape[0] == panel + visuals.LABEL_HEIGHT
+    assert strip.shape[0] == panel + samples.LABEL_HEIGHT
     # The HR panel (last) is the centre crop of the HR image.
-    top, left, bottom, right = visuals.center_crop_box(*pair.lr_image.shape[:2], 16)
+    top, left, bottom, right = samples.center_crop_box(*pair.lr_image.shape[:2], 16)
     hr_crop = pair.hr_image[top * 2 : bottom * 2, left * 2 : right * 2]
-    np.testing.assert_array_equal(strip[visuals.LABEL_HEIGHT :, -panel:], hr_crop)
+    np.testing.assert_array_equal(strip[samples.LABEL_HEIGHT :, -panel:], hr_crop)
 
 
 def test_comparison_strip_of_a_small_image_uses_the_whole_image(pairs):
     pair = pairs[1]  # LR 18x26, smaller than the default 64 px crop
-    strip = visuals.comparison_strip(pair, inference.bicubic_upscaler(2), 2)
+    strip = samples.comparison_strip(pair, inference.bicubic_upscaler(2), 2)
     side = min(pair.lr_image.shape[:2]) * 2
-    assert strip.shape[0] == side + visuals.LABEL_HEIGHT
+    assert strip.shape[0] == side + samples.LABEL_HEIGHT
     assert strip.shape[1] >= 4 * side
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from edsr_mlflow import model, options
+from edsr_mlflow import config, model, schema
 from edsr_mlflow.errors import ConfigError
 
 SCALES = (2, 3, 4)
@@ -145,11 +145,11 @@ def test_scale_changes_the_model(scale, lr_batch):
 
 
 def test_every_upsampler_name_has_a_stage():
-    assert list(model.UPSAMPLERS) == list(options.UPSAMPLER_NAMES)
+    assert list(model.UPSAMPLERS) == list(config.UPSAMPLER_NAMES)
 
 
 def test_run_name_encodes_hyperparameters():
-    assert options.run_name(4, 8, 64, "transpose") == "edsr_x4_b8_f64_transpose"
+    assert schema.run_name(4, 8, 64, "transpose") == "edsr_x4_b8_f64_transpose"
     assert model.build_edsr(3, blocks=2, filters=4, upsampler="bilinear").name == "edsr_x3_b2_f4_bilinear"
 
 
@@ -213,7 +213,7 @@ def test_invalid_arguments_raise_config_error(kwargs, must_mention):
 
 def test_config_error_is_a_value_error():
     with pytest.raises(ValueError):
-        options.check_scale(8)
+        config.check_scale(8)
 
 
 # ---------------------------------------------------------------- cost, names, precision

@@ -17,9 +17,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from edsr_mlflow import tracking, training
+from edsr_mlflow import schema, training
+
+from helpers import SERVED_ARTIFACTS, cli_args, copy_migrated_store
 from servers import start_mlflow_server, stop_mlflow_server
-from helpers import cli_args
 
 # Epochs long enough (a few seconds each) to kill a process in the middle of one.
 SLOW_EPOCHS = dict(dataset="sample", blocks=1, filters=8, patch_size=16, batch_size=4,
@@ -52,7 +53,7 @@ def checkpointed_epoch(cwd: Path) -> int:
 
 def epoch_steps(run_id: str) -> dict[str, list[int]]:
     client = mlflow.MlflowClient()
-    return {name: sorted(m.step for m in client.get_metric_history(run_id, name)) for name in tracking.EPOCH_METRICS}
+    return {name: sorted(m.step for m in client.get_metric_history(run_id, name)) for name in schema.EPOCH_METRICS}
 
 
 def the_run() -> mlflow.entities.Run:
@@ -89,7 +90,8 @@ def test_sigkill_mid_epoch_then_resume(tracking_store, tmp_path):
 
 
 @pytest.mark.slow
-def test_tracking_server_lost_mid_run_then_resume(tmp_path, monkeypatch):
+def test_tracking_server_lost_mid_run_then_resume(tmp_path, monkeypatch, migrated_store):
+    copy_migrated_store(migrated_store, tmp_path / "server.db", SERVED_ARTIFACTS)
     backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
     server, uri = start_mlflow_server(backend, artifacts, log_file=tmp_path / "server.log")
     port = uri.rsplit(":", 1)[1]
@@ -159,7 +161,7 @@ def test_resuming_a_finished_run_is_refused_and_changes_nothing(finished_run, tm
         assert_one_error_line(resume(finished_run, *extra), f"run {finished_run} already FINISHED")
     after = mlflow.get_run(finished_run)
     assert after.info.status == "FINISHED" and after.info.end_time == before.info.end_time
-    assert epoch_steps(finished_run) == {name: [1, 2] for name in tracking.EPOCH_METRICS}
+    assert epoch_steps(finished_run) == {name: [1, 2] for name in schema.EPOCH_METRICS}
     assert len(mlflow.MlflowClient().get_metric_history(finished_run, "val_psnr_gain")) == 1
 
 

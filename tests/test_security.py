@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from edsr_mlflow import cli, model, tracking
+from edsr_mlflow import cli, model, model_logging
 
 
 def plant_model(run_id: str, folder: Path, flavor: dict, build) -> str:
@@ -102,7 +102,7 @@ def test_a_lambda_layer_is_refused_by_safe_mode(run_id, tmp_path, lr_png):
 def test_other_model_layouts_are_refused(flavor, reason, run_id, tmp_path):
     uri = plant_model(run_id, tmp_path / "odd", flavor, lambda folder: None)
     with pytest.raises(Exception) as error:
-        tracking.load_keras_model(uri)
+        model_logging.load_keras_model(uri)
     assert reason in str(error.value)
 
 
@@ -112,15 +112,15 @@ def test_a_model_without_keras_flavour_is_refused(run_id, tmp_path):
     (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": {"python_function": {"loader_module": "os"}}}))
     mlflow.MlflowClient().log_artifacts(run_id, str(folder), "model")
     with pytest.raises(Exception) as error:
-        tracking.load_keras_model(f"runs:/{run_id}/model")
+        model_logging.load_keras_model(f"runs:/{run_id}/model")
     assert "not a Keras model" in str(error.value)
 
 
 def test_the_models_this_project_logs_still_load(run_id, tmp_path):
     net = model.build_edsr(scale=2, blocks=1, filters=4, upsampler="bilinear")
     with mlflow.start_run(run_id=run_id):
-        tracking.log_keras_model(net)
-    loaded = tracking.load_keras_model(f"runs:/{run_id}/model")
+        model_logging.log_keras_model(net)
+    loaded = model_logging.load_keras_model(f"runs:/{run_id}/model")
     x = np.random.default_rng(1).uniform(0, 255, (1, 6, 5, 3)).astype(np.float32)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(net(x)))
 
@@ -132,15 +132,15 @@ INJECTION = "rtfail' and attributes.status = 'FINISHED"
 
 
 def test_a_sweep_name_that_would_inject_into_a_filter_is_refused(tmp_path):
-    from edsr_mlflow import sweep
+    from edsr_mlflow import grid
 
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(yaml.safe_dump({"name": INJECTION, "grid": {"blocks": [1]}, "fixed": {"dataset": "sample"}}))
-    result = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid}"])
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({"name": INJECTION, "grid": {"blocks": [1]}, "fixed": {"dataset": "sample"}}))
+    result = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid_file}"])
     line = one_error_line(result)
     assert "name" in line and "letters, digits" in line
     with pytest.raises(Exception, match="must start with a letter"):
-        sweep.load_sweep(grid)
+        grid.load_sweep(grid_file)
 
 
 @pytest.mark.parametrize("value", [INJECTION, "a'b", "x or 1=1", "", "a\\'"])

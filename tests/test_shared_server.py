@@ -19,11 +19,12 @@ import mlflow
 import pytest
 import yaml
 
-from edsr_mlflow import tracking
+from edsr_mlflow import schema, tracking
 from edsr_mlflow.config import TrainConfig
 from edsr_mlflow.errors import TrackingError
+
+from helpers import SERVED_ARTIFACTS, assert_complete_training_run, cli_args, copy_migrated_store, write_images
 from servers import postgres_database, start_mlflow_server, stop_mlflow_server
-from helpers import assert_complete_training_run, cli_args, write_images
 
 UPSAMPLERS = ["subpixel", "transpose", "nearest", "bilinear"]
 
@@ -36,11 +37,12 @@ def edsr_mlflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql-server"])
-def parallel_store(request, tmp_path, monkeypatch):
+def parallel_store(request, tmp_path, monkeypatch, migrated_store):
     """Where a parallel sweep logs: a SQLite file written by every process directly, or an
     `mlflow server` over PostgreSQL."""
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     if request.param == "sqlite-file":
+        copy_migrated_store(migrated_store, tmp_path / "mlflow.db")
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
         yield
         return
@@ -68,12 +70,12 @@ def test_a_parallel_sweep_loses_no_run_and_no_metric(parallel_store, tmp_path):
     assert "4 trained, 0 already finished, 0 failed" in done.stdout
 
     runs = mlflow.search_runs(experiment_names=["parallel-sweep"], output_format="list")
-    children = [r for r in runs if r.data.tags.get(tracking.KIND_TAG) == "train"]
+    children = [r for r in runs if r.data.tags.get(schema.KIND_TAG) == "train"]
     assert sorted(r.data.params["upsampler"] for r in children) == sorted(UPSAMPLERS)
     assert all(r.info.status == "FINISHED" for r in runs)
     client = mlflow.MlflowClient()
-    expected = len(UPSAMPLERS) * len(tracking.EPOCH_METRICS) * epochs
-    found = sum(len(client.get_metric_history(r.info.run_id, name)) for r in children for name in tracking.EPOCH_METRICS)
+    expected = len(UPSAMPLERS) * len(schema.EPOCH_METRICS) * epochs
+    found = sum(len(client.get_metric_history(r.info.run_id, name)) for r in children for name in schema.EPOCH_METRICS)
     assert found == expected
 
 
@@ -95,14 +97,14 @@ def test_train_evaluate_compare_over_http_on_postgresql(mlflow_server, tmp_path,
     assert run.data.metrics["eval_photos_psnr"] > 0
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval")] == ["eval/photos_x2.csv"]
     comparisons = [r for r in mlflow.search_runs(experiment_names=["team"], output_format="list")
-                   if r.data.tags.get(tracking.KIND_TAG) == "comparison"]
+                   if r.data.tags.get(schema.KIND_TAG) == "comparison"]
     assert len(comparisons) == 1
     local = mlflow.artifacts.download_artifacts(run_id=comparisons[0].info.run_id, dst_path=str(tmp_path / "got"))
     assert (Path(local) / "findings.csv").read_text().count("\n") == 2  # header + one configuration
 
 
 @pytest.mark.slow
-def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkeypatch):
+def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkeypatch, migrated_store):
     config = configparser.ConfigParser()
     config["mlflow"] = {
         "default_permission": "READ",
@@ -114,6 +116,7 @@ def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkey
     with open(tmp_path / "auth.ini", "w") as ini:
         config.write(ini)
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}
+    copy_migrated_store(migrated_store, tmp_path / "server.db", SERVED_ARTIFACTS)
     server, uri = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts",
                                       extra_args=("--app-name", "basic-auth"), env=env, log_file=tmp_path / "server.log")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -126,10 +129,11 @@ def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkey
                                           "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        # A password check costs the server a deliberately slow hash: no 5 s limit on a busy machine.
         with pytest.raises(TrackingError, match="refused access .*check MLFLOW_TRACKING_USERNAME"):
-            tracking.check_tracking_server()
+            tracking.check_tracking_server(timeout_s=120)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "a-test-admin-password")
-        assert tracking.check_tracking_server() == uri
+        assert tracking.check_tracking_server(timeout_s=120) == uri
     finally:
         stop_mlflow_server(server)
 

@@ -9,8 +9,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edsr_mlflow import cli, sweep
+from edsr_mlflow import cli
+from edsr_mlflow import grid as grids
 from edsr_mlflow.errors import ConfigError
+
 from helpers import write_images
 
 
@@ -21,7 +23,7 @@ def write_grid(path: Path, **content) -> Path:
 
 def test_grid_expands_to_every_combination(tmp_path):
     grid = write_grid(tmp_path / "g.yaml", name="g", grid={"blocks": [1, 2, 3], "upsampler": ["subpixel", "nearest"]}, fixed={"scale": 4})
-    definition = sweep.load_sweep(grid)
+    definition = grids.load_sweep(grid)
     assert len(definition.configs) == 6
     assert {(c.blocks, c.upsampler) for c in definition.configs} == {(b, u) for b in (1, 2, 3) for u in ("subpixel", "nearest")}
     assert all(c.scale == 4 for c in definition.configs)
@@ -41,19 +43,19 @@ def test_grid_expands_to_every_combination(tmp_path):
 )
 def test_bad_grid_files_are_rejected_before_any_run(tmp_path, content, message):
     with pytest.raises(ConfigError, match=message):
-        sweep.load_sweep(write_grid(tmp_path / "bad.yaml", **content))
+        grids.load_sweep(write_grid(tmp_path / "bad.yaml", **content))
 
 
 def test_the_shipped_grids_are_valid():
     root = Path(__file__).resolve().parents[1] / "experiments"
     variants = ("subpixel", "subpixel_icnr", "transpose", "transpose_k6", "nearest", "bilinear")
-    study = sweep.load_sweep(root / "seed_study_x4.yaml")
+    study = grids.load_sweep(root / "seed_study_x4.yaml")
     assert {(c.blocks, c.run_name.split("_f64_")[1], c.seed) for c in study.configs} == {
         (b, u, s) for b in (4, 8, 16) for u in variants for s in (1, 2, 3)
     }
     assert all(c.scale == 4 for c in study.configs) and len(study.comparisons) == 8
-    assert len(sweep.load_sweep(root / "cpu_study.yaml").configs) == 12
-    cpu = sweep.load_sweep(root / "cpu_study_v2.yaml")
+    assert len(grids.load_sweep(root / "cpu_study.yaml").configs) == 12
+    cpu = grids.load_sweep(root / "cpu_study_v2.yaml")
     assert [c.seed for c in cpu.configs] == [1] * 12 + [2] * 12 + [3] * 12  # seed by seed
     assert {c.run_name.split("_f32_")[1] for c in cpu.configs} == set(variants)
     assert all(c.val_dataset == "" for c in cpu.configs)  # the hold-out, never a test set
@@ -133,17 +135,17 @@ def test_config_keys_compare_values_not_spellings():
 
     config = TrainConfig(blocks=8, learning_rate=0.001)
     logged = {k: str(v) for k, v in config.as_params().items()}
-    assert sweep.config_key({**logged, "blocks": "8.0", "learning_rate": "1e-3"}) == sweep.config_key(config.as_params())
+    assert grids.config_key({**logged, "blocks": "8.0", "learning_rate": "1e-3"}) == grids.config_key(config.as_params())
     before_controls = {k: v for k, v in logged.items() if k not in ("transpose_kernel", "icnr")}
-    assert sweep.config_key(before_controls) == sweep.config_key(config.as_params())  # defaults then
-    assert sweep.config_key({**logged, "blocks": "9"}) != sweep.config_key(config.as_params())
-    assert sweep.config_key({**logged, "blocks": "zero"}) is None
+    assert grids.config_key(before_controls) == grids.config_key(config.as_params())  # defaults then
+    assert grids.config_key({**logged, "blocks": "9"}) != grids.config_key(config.as_params())
+    assert grids.config_key({**logged, "blocks": "zero"}) is None
 
 
 def test_grid_values_in_any_numeric_spelling(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\ngrid:\n  learning_rate: [1e-3, 2.0e-3]\n  blocks: [1.0]\nfixed:\n  dataset: sample\n")
-    configs = sweep.load_sweep(grid).configs
+    configs = grids.load_sweep(grid).configs
     assert [(c.learning_rate, c.blocks) for c in configs] == [(0.001, 1), (0.002, 1)]
     assert all(isinstance(c.blocks, int) for c in configs)
 
@@ -153,14 +155,14 @@ def test_variants_add_upsampler_controls(tmp_path):
                       variants=[{"upsampler": "subpixel"}, {"upsampler": "subpixel", "icnr": True},
                                 {"upsampler": "transpose", "transpose_kernel": 6}],
                       fixed={"dataset": "sample", "scale": 4})
-    configs = sweep.load_sweep(grid).configs
+    configs = grids.load_sweep(grid).configs
     assert [(c.seed, c.run_name) for c in configs] == [
         (seed, name) for seed in (1, 2)
         for name in ("edsr_x4_b2_f64_subpixel", "edsr_x4_b2_f64_subpixel_icnr", "edsr_x4_b2_f64_transpose_k6")
     ]
     repeated = write_grid(tmp_path / "r.yaml", name="r", grid={"upsampler": ["transpose"]}, variants=[{}, {"upsampler": "transpose"}])
     with pytest.raises(ConfigError, match="twice"):
-        sweep.load_sweep(repeated)
+        grids.load_sweep(repeated)
 
 
 @pytest.mark.slow
@@ -222,9 +224,9 @@ def children_or_none(experiment: str):
 
 def test_comparisons_name_configurations_the_grid_makes(tmp_path):
     base = dict(name="c", grid={"upsampler": ["subpixel", "nearest"]}, fixed={"dataset": "sample", "blocks": 2})
-    good = sweep.load_sweep(write_grid(tmp_path / "c.yaml", **base, comparisons=[["edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_nearest"]],
+    good = grids.load_sweep(write_grid(tmp_path / "c.yaml", **base, comparisons=[["edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_nearest"]],
                                        comparison_metrics=["eval_set5_psnr"]))
     assert good.comparisons == (("edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_nearest"),)
     assert good.comparison_metrics == ("eval_set5_psnr",)
     with pytest.raises(ConfigError, match="edsr_x2_b2_f64_bilinear, which the grid does not make"):
-        sweep.load_sweep(write_grid(tmp_path / "d.yaml", **base, comparisons=[["edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_bilinear"]]))
+        grids.load_sweep(write_grid(tmp_path / "d.yaml", **base, comparisons=[["edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_bilinear"]]))

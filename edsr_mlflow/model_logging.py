@@ -1,0 +1,100 @@
+"""The Keras side of tracking: the per-epoch callback, and logging and loading the model.
+
+Kept apart from :mod:`tracking` so that what only reads or writes runs (``compare`` above all)
+never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+
+from . import run_store
+from .errors import TrackingError
+from .schema import EPOCH_METRICS
+from .tracking import tracking_uri
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs each epoch's metrics in one call, at step = epoch number (1-based)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        mlflow.log_metrics({k: float(logs[k]) for k in EPOCH_METRICS if k in logs}, step=epoch + 1)
+
+
+def log_keras_model(model: keras.Model) -> None:
+    """Logs the model as ``model`` with a signature that accepts any image size.
+
+    No input example: MLflow would then validate serving by reloading the model and running
+    it, about a second per run (benchmarks/tracking_overhead.py); tests load and run every
+    logged model instead. Loading it back needs ``edsr_mlflow`` importable: ``import
+    edsr_mlflow.model`` registers its small layers (NormalizeRGB, PixelShuffle,
+    BilinearUpsampling, Scale) with Keras.
+    """
+    import mlflow.keras
+    import tensorflow as tf
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    image_spec = TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), name=None)
+    signature = ModelSignature(inputs=Schema([image_spec]), outputs=Schema([image_spec]))
+    mlflow.keras.log_model(
+        model, name="model", signature=signature,
+        # Inferring requirements reloads the model without this package's layers; name them.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"],
+    )
+
+
+def load_keras_model(model_uri: str) -> keras.Model:
+    """Loads a model this project logged (``runs:/<id>/model``, ``models:/<name>/<version>``...).
+
+    Only the form :func:`log_keras_model` writes is accepted: an MLmodel whose ``keras`` flavour
+    points at ``data/model.keras``, loaded here with Keras' safe mode. Anything else is refused
+    before it is read: in particular ``save_exported_model: true``, which ``mlflow.keras`` would
+    hand to ``tf.saved_model.load`` (a TensorFlow graph runs whatever ops it holds, file writes
+    included, and has no safe mode), and a ``.keras`` file with a ``Lambda`` layer.
+    """
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+
+    from . import model as _layers  # noqa: F401  registers the custom layers with Keras
+
+    try:
+        with run_store.no_progress_bar():
+            local = Path(_download_artifact_from_uri(artifact_uri=model_uri))
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise run_store.tracking_error(error, f"cannot load model {model_uri} from {tracking_uri()}", "check the URI with the MLflow UI") from None
+    keras_file = logged_keras_file(local)
+    if isinstance(keras_file, str):
+        raise TrackingError(f"refusing to load {model_uri}: {keras_file}; load only models that edsr-mlflow train logged")
+    try:
+        return keras.saving.load_model(keras_file, safe_mode=True)
+    except (ValueError, TypeError, OSError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise TrackingError(f"refusing to load {model_uri}: Keras' safe mode rejected it ({reason}); "
+                            "load only models that edsr-mlflow train logged") from None
+
+
+def logged_keras_file(model_dir: Path) -> Path | str:
+    """``model_dir/data/model.keras`` if ``model_dir`` is a model in the form this project logs,
+    else why not (a short phrase). Reads only the MLmodel file."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError):
+        return "it has no readable MLmodel file"
+    flavor = (meta.get("flavors") or {}).get("keras") if isinstance(meta, dict) else None
+    if not isinstance(flavor, dict):
+        return "it is not a Keras model (no keras flavour in its MLmodel)"
+    if flavor.get("save_exported_model"):
+        return "it is an exported TensorFlow graph (save_exported_model), which cannot be loaded safely"
+    if flavor.get("data", "data") != "data":
+        return f"its keras flavour points at {flavor.get('data')!r}, not data/"
+    keras_file = model_dir / "data" / "model.keras"
+    if keras_file.is_symlink() or not keras_file.is_file():
+        return "it has no data/model.keras file"
+    return keras_file

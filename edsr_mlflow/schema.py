@@ -1,0 +1,108 @@
+"""The names a run records, in one place: tags, run names, epoch and final metric keys, and the
+``eval_<set>_<measure>`` keys with their parser.
+
+Training writes these names and ``compare`` reads them back; both import them from here, so a
+rename cannot quietly turn every run into "missing metrics". Pure: no MLflow, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# ---------------------------------------------------------------- tags
+
+KIND_TAG = "edsr_mlflow.kind"  # what a run is: one of the kinds below
+TRAIN, EVALUATE, SWEEP, COMPARISON = "train", "evaluate", "sweep", "comparison"
+SWEEP_TAG = "sweep_name"  # on a sweep's parent run: the grid's name
+PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+CONFIG_TAGS = ("upsampler", "blocks", "scale")  # copied from the params, for the UI's filters
+
+# ---------------------------------------------------------------- run names
+
+DEFAULT_TRANSPOSE_KERNEL = 3
+
+
+def upsampler_variant(upsampler: str, transpose_kernel: int = DEFAULT_TRANSPOSE_KERNEL, icnr: bool = False) -> str:
+    """The upsampler with its controls, as tables and run names show it: ``subpixel``,
+    ``subpixel_icnr``, ``transpose`` (kernel 3), ``transpose_k6``, ``nearest``, ``bilinear``."""
+    if upsampler == "transpose" and transpose_kernel != DEFAULT_TRANSPOSE_KERNEL:
+        return f"transpose_k{transpose_kernel}"
+    if upsampler == "subpixel" and icnr:
+        return "subpixel_icnr"
+    return upsampler
+
+
+def run_name(scale: int, blocks: int, filters: int, upsampler: str,
+             transpose_kernel: int = DEFAULT_TRANSPOSE_KERNEL, icnr: bool = False) -> str:
+    """The name runs, models and table rows share, e.g. ``edsr_x4_b8_f64_transpose``,
+    ``edsr_x4_b8_f32_transpose_k6``."""
+    return f"edsr_x{scale}_b{blocks}_f{filters}_{upsampler_variant(upsampler, transpose_kernel, icnr)}"
+
+
+# ---------------------------------------------------------------- training metrics
+
+# Logged once per epoch, at step = epoch number (1-based).
+EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_time_ms", "patches_per_s", "learning_rate")
+# Logged once, when training ends.
+FINAL_METRICS = ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "bicubic_val_ssim", "val_psnr_gain", "epochs_completed")
+# Logged as params with the configuration.
+MODEL_FACTS = ("params_count", "macs_per_lr_pixel")
+
+# ---------------------------------------------------------------- evaluation metrics
+
+DIV2K = "div2k"
+# Benchmark sets by their short name in metric keys, with the folder that holds their HR images.
+BENCHMARK_FOLDERS = {"set5": "Set5", "set14": "Set14", "bsd68": "BSD68", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
+# What ``evaluate`` logs per set, in this order: eval_<set>_psnr, eval_<set>_ssim...
+EVAL_MEASURES = ("psnr", "ssim", "gain", "bicubic_psnr", "ms_per_mp",
+                 "periodic_index", "psnr_low", "psnr_high", "bicubic_periodic_index")
+SELF_ENSEMBLE_SUFFIX = "se"
+DEFAULT_PROTOCOL = "y"  # the protocol whose keys carry no protocol name
+_MEASURE_PATTERN = "|".join(sorted(EVAL_MEASURES, key=len, reverse=True))
+_EVAL_KEY = re.compile(rf"eval_(?P<dataset>.+?)_(?P<measure>{_MEASURE_PATTERN})")
+
+
+def eval_set_name(source: str) -> str:
+    """The short name an evaluation source has in metric keys: ``div2k``, ``set5``..., or a
+    folder's name in lower case with other characters as ``_`` (``eval_<name>_psnr``)."""
+    key = source.strip().lower()
+    if key == DIV2K or key in BENCHMARK_FOLDERS:
+        return key
+    return "".join(c if c.isalnum() else "_" for c in Path(source).expanduser().name.lower()).strip("_") or "images"
+
+
+def metric_prefix(dataset: str, self_ensemble: bool = False, protocol: str = DEFAULT_PROTOCOL) -> str:
+    """``eval_set5`` (``eval_set5_se`` with self-ensemble, ``eval_div2k_rgb_paper`` in the EDSR
+    paper's protocol): the keys' stem for one set. The default protocol is left unnamed."""
+    return (f"eval_{dataset}" + (f"_{SELF_ENSEMBLE_SUFFIX}" if self_ensemble else "")
+            + ("" if protocol == DEFAULT_PROTOCOL else f"_{protocol}"))
+
+
+def eval_key(dataset: str, measure: str, self_ensemble: bool = False, protocol: str = DEFAULT_PROTOCOL) -> str:
+    """``eval_set5_psnr``...: the key of one measure on one set."""
+    if measure not in EVAL_MEASURES:
+        raise ValueError(f"unknown measure {measure!r}: one of {', '.join(EVAL_MEASURES)}")
+    return f"{metric_prefix(dataset, self_ensemble, protocol)}_{measure}"
+
+
+@dataclass(frozen=True)
+class EvalKey:
+    """A parsed ``eval_...`` key. ``dataset`` is the keys' stem without ``eval_``: the set's
+    short name, with ``_se`` and a protocol name where the evaluation had them, so that scores
+    under different protocols never share a column."""
+
+    dataset: str
+    measure: str
+
+    @property
+    def key(self) -> str:
+        return f"eval_{self.dataset}_{self.measure}"
+
+
+def parse_eval_key(key: str) -> EvalKey | None:
+    """The set and measure of an ``eval_<set>_<measure>`` key; None for any other key."""
+    match = _EVAL_KEY.fullmatch(key)
+    return EvalKey(match["dataset"], match["measure"]) if match else None

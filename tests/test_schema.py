@@ -1,0 +1,61 @@
+"""One schema of names: what training and evaluation write is what compare parses back, and the
+compare side never imports TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from edsr_mlflow import findings, schema
+
+COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "schema", "tracking", "config")
+
+
+def test_the_compare_side_never_imports_tensorflow():
+    modules = ", ".join(f"edsr_mlflow.{name}" for name in COMPARE_SIDE)
+    probe = f"import sys, {modules}; heavy = sorted({{'tensorflow', 'keras'}} & set(sys.modules)); print(heavy)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("self_ensemble", [False, True])
+@pytest.mark.parametrize("protocol", ["y", "rgb_paper"])
+@pytest.mark.parametrize("dataset", ["set5", "bsd68", "my_psnr_photos", "div2k"])
+def test_every_eval_key_parses_back_to_its_set_and_measure(dataset, protocol, self_ensemble):
+    for measure in schema.EVAL_MEASURES:
+        key = schema.eval_key(dataset, measure, self_ensemble, protocol)
+        parsed = schema.parse_eval_key(key)
+        assert parsed.measure == measure and parsed.key == key
+        assert parsed.dataset == schema.metric_prefix(dataset, self_ensemble, protocol).removeprefix("eval_")
+
+
+def test_keys_of_the_default_protocol_carry_no_protocol_name():
+    assert schema.eval_key("set5", "psnr") == "eval_set5_psnr"
+    assert schema.eval_key("set5", "psnr", True) == "eval_set5_se_psnr"
+    assert schema.eval_key("div2k", "psnr", protocol="rgb_paper") == "eval_div2k_rgb_paper_psnr"
+    assert schema.parse_eval_key("val_psnr") is None and schema.parse_eval_key("eval_set5_unknown") is None
+
+
+def test_evaluation_logs_every_measure_of_the_schema():
+    from edsr_mlflow.workflows import DatasetEvaluation
+
+    scores = SimpleNamespace(psnr=30.0, ssim=0.9, gain=1.0, bicubic_psnr=29.0, seconds_per_megapixel=0.01,
+                             spectrum_means=lambda bicubic=False: {"periodic_index": 2.0, "psnr_low": 40.0, "psnr_high": 31.0})
+    assert tuple(DatasetEvaluation("set5", scores).measures()) == schema.EVAL_MEASURES
+
+
+def test_training_logs_every_final_metric_of_the_schema():
+    from edsr_mlflow.workflows import final_metrics
+
+    state = SimpleNamespace(train_time_s=10.0, best_val_psnr=30.0, epoch=2)
+    result = SimpleNamespace(state=state, bicubic_val_psnr=28.0, bicubic_val_ssim=0.8, final_val_psnr=29.5)
+    assert set(final_metrics(result)) == set(schema.FINAL_METRICS)
+
+
+def test_findings_reads_the_benchmark_columns_evaluate_writes():
+    columns = [schema.eval_key("set5", m) for m in schema.EVAL_MEASURES] + [schema.eval_key("div2k", "psnr", protocol="rgb_paper")]
+    assert findings.eval_datasets(columns) == ["div2k_rgb_paper", "set5"]
+    assert schema.eval_key("set5", "ms_per_mp") in findings.value_columns(columns)
