@@ -100,16 +100,20 @@ def time_table(experiment: str) -> tuple[float, float, int]:
 def time_compare_command(code: Path, experiment: str) -> tuple[float, bool]:
     """Seconds from starting ``python -m edsr_mlflow compare`` (from ``code``) to its exit, and
     whether it imported TensorFlow."""
-    probe = ("import runpy, sys, atexit; atexit.register(lambda: print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_FREE', file=sys.stderr)); "
+    probe = ("import runpy, sys, atexit, edsr_mlflow; print('EDSR_FROM', edsr_mlflow.__file__.rsplit('/edsr_mlflow/', 1)[0], file=sys.stderr); "
+             "atexit.register(lambda: print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_FREE', file=sys.stderr)); "
              "sys.argv = ['edsr-mlflow', 'compare', '--experiment', sys.argv[1], '--output-dir', sys.argv[2]]; "
              "runpy.run_module('edsr_mlflow', run_name='__main__')")
     env = {**os.environ, "PYTHONPATH": str(code.resolve())}
     with tempfile.TemporaryDirectory() as output_dir:
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", probe, experiment, output_dir], env=env, capture_output=True, text=True)
+        # cwd: the output folder, so that `python -c` (which puts its cwd first on sys.path)
+        # imports edsr_mlflow from ``code`` and nowhere else.
+        done = subprocess.run([sys.executable, "-c", probe, experiment, output_dir], env=env, cwd=output_dir,
+                              capture_output=True, text=True)
         elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"compare from {code} failed:\n{done.stderr[-2000:]}")
+    if done.returncode != 0 or f"EDSR_FROM {code.resolve()}" not in done.stderr:
+        raise SystemExit(f"compare from {code} failed or ran other code:\n{done.stderr[-2000:]}")
     return elapsed, "TF_LOADED" in done.stderr
 
 

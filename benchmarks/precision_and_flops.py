@@ -1,68 +1,127 @@
-"""Training throughput against the machine's measured peak, and mixed_bfloat16 against float32.
+"""Step time and FLOP/s of float32, mixed_bfloat16 on oneDNN and mixed_bfloat16 under XLA, in one
+process, rounds alternating, against the machine's plain-convolution ceiling.
 
-1. Peak: a plain 3x3 convolution (64 -> 64 channels, 4 x 128 x 128) timed alone, GFLOP/s.
-2. Achieved: training GFLOP/s of EDSR (8 blocks, 32 filters, x2, batch 16, LR patch 32) on
-   SunHays80, counting 2 FLOPs per multiply-accumulate and a backward pass of twice the forward.
-3. Precision: the same number of steps in float32 and in mixed_bfloat16 (same seed, same
-   patches), step time and Set5 Y-PSNR afterwards.
+1. The CPU flags that decide bfloat16 speed, and what ``precision=auto`` picks here.
+2. Ceiling: a plain 3x3 convolution (32 -> 32 channels, 16 x 32 x 32: the benchmark model's own
+   layer shape) timed alone, forward and backward, in float32 and in bfloat16, GFLOP/s.
+3. The benchmark model (EDSR x2, 8 blocks, 32 filters, batch 16, LR patch 32, SunHays80) built
+   three times from the same seed: float32; mixed_bfloat16 without XLA (oneDNN's kernels);
+   mixed_bfloat16 with XLA. Each is warmed up (tracing), then trained ``--steps`` steps per
+   round, the three in turn, for ``--rounds`` rounds, through the project's tf.data pipeline
+   (round r reads the stream seeded r: other patches each round, the same for every mode).
+   Reported per mode: median ms/step, training GFLOP/s (2 FLOPs per multiply-accumulate, the
+   backward pass twice the forward) and its fraction of the float32 ceiling.
+4. Quality: after the same steps on the same patches, Set5 x2 Y-PSNR of each (a check of
+   bfloat16's cost; nothing is tuned on it).
 
-    python benchmarks/precision_and_flops.py [--steps 200]
+    python benchmarks/precision_and_flops.py [--steps 50] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import require_shared_data  # noqa: E402
 
+MODES = (("float32", "float32", False), ("bf16", "mixed_bfloat16", False), ("bf16+xla", "mixed_bfloat16", True))
+SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
-def peak_conv_gflops(repeats: int = 20) -> float:
+
+def conv_ceiling_gflops(dtype: str, repeats: int = 30) -> float:
+    """Forward + backward of one 3x3 conv, 32 -> 32 channels, 16 x 32 x 32, in ``dtype``: GFLOP/s."""
     import tensorflow as tf
 
-    x = tf.random.uniform([4, 128, 128, 64])
-    kernel = tf.random.uniform([3, 3, 64, 64])
-    conv = tf.function(lambda x: tf.nn.conv2d(x, kernel, 1, "SAME"))
-    conv(x).numpy()
+    x = tf.random.uniform([16, 32, 32, 32], dtype=tf.float32)
+    kernel = tf.Variable(tf.random.uniform([3, 3, 32, 32], dtype=tf.float32))
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            y = tf.nn.conv2d(tf.cast(x, dtype), tf.cast(kernel, dtype), 1, "SAME")
+            loss = tf.reduce_mean(tf.cast(y, tf.float32))
+        return tape.gradient(loss, kernel)
+
+    for _ in range(3):
+        step(x).numpy()
     start = time.perf_counter()
     for _ in range(repeats):
-        conv(x).numpy()
+        step(x).numpy()
     seconds = (time.perf_counter() - start) / repeats
-    return 2 * 4 * 128 * 128 * 9 * 64 * 64 / seconds / 1e9
+    return 3 * 2 * 16 * 32 * 32 * 9 * 32 * 32 / seconds / 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per mode and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per mode first (tracing)")
     args = parser.parse_args()
 
-    from edsr_mlflow import data, training
+    from edsr_mlflow import data, precision, training
     from edsr_mlflow.config import TrainConfig
+    from edsr_mlflow.evaluation import score_upscaler
+    from edsr_mlflow.inference import model_upscaler
+    from edsr_mlflow.metrics import mean_scores
     from edsr_mlflow.model import macs_per_lr_pixel
+
+    flags = precision.cpu_flags()
+    print("CPU flags: " + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in SHOWN_FLAGS))
+    print(f"precision=auto here: {precision.choose_precision('auto', gpu_capability=None, flags=flags).reason}")
 
     shared = require_shared_data()
     sr_data = data.load_sr_data(str(shared / "SunHays80"), 2, 32, val_dataset=str(shared / "Set5"))
-    peak = peak_conv_gflops()
-    print(f"peak: plain 3x3 conv 64->64 at {peak:.1f} GFLOP/s")
-    results = {}
-    for precision in ("float32", "mixed_bfloat16"):
-        config = TrainConfig(dataset="unused", scale=2, blocks=8, filters=32, batch_size=16, patch_size=32, epochs=1,
-                             steps_per_epoch=args.steps, learning_rate=1e-3, precision=precision)
+
+    for _ in sr_data.train_images:  # fill the in-memory cache once: no round pays for decoding
+        pass
+
+    def batches(seed: int):
+        return data.training_batches(sr_data.train_images, scale=2, patch_size=32, batch_size=16, seed=seed)
+
+    models = {}
+    for name, policy, xla in MODES:
+        config = TrainConfig(dataset="unused", scale=2, blocks=8, filters=32, batch_size=16, patch_size=32,
+                             learning_rate=1e-3, precision=policy)
         model = training.build_model(config)
-        result = training.train(config, model, sr_data, Path(tempfile.mkdtemp()), verbose=0)
-        epoch = result.state.history[-1]
-        step_s = epoch["step_time_ms"] / 1000
-        flops_per_step = 2 * 3 * macs_per_lr_pixel(model) * config.batch_size * config.patch_size**2
-        results[precision] = (step_s, epoch["val_psnr"])
-        print(f"{precision}: {1000 * step_s:.0f} ms/step (first step's tracing included), {flops_per_step / step_s / 1e9:.1f} GFLOP/s "
-              f"({100 * flops_per_step / step_s / 1e9 / peak:.0f} % of peak), Set5 x2 Y-PSNR after {args.steps} steps "
-              f"{epoch['val_psnr']:.3f} dB (bicubic {result.bicubic_val_psnr:.3f})")
-    (t32, p32), (t16, p16) = results["float32"], results["mixed_bfloat16"]
-    print(f"mixed_bfloat16 vs float32: speed-up x{t32 / t16:.2f}, PSNR difference {p16 - p32:+.3f} dB after the same {args.steps} steps")
+        model.compile(optimizer=model.optimizer, loss=training.L1_LOSS, jit_compile=xla)
+        model.fit(batches(0), steps_per_epoch=args.warmup, epochs=1, verbose=0)
+        models[name] = model
+    flops_per_step = 2 * 3 * macs_per_lr_pixel(models["float32"]) * 16 * 32**2
+
+    # The ceiling is measured in every round too: a machine whose speed drifts within minutes
+    # gives fractions only against a ceiling of the same moment.
+    times, fractions = {name: [] for name, _, _ in MODES}, {name: [] for name, _, _ in MODES}
+    ceilings = {"float32": [], "bfloat16": []}
+    for round_number in range(1, args.rounds + 1):
+        for dtype in ceilings:
+            ceilings[dtype].append(conv_ceiling_gflops(dtype))
+        for name, _, _ in MODES:
+            stream = batches(round_number)
+            start = time.perf_counter()
+            models[name].fit(stream, steps_per_epoch=args.steps, epochs=1, verbose=0)
+            times[name].append((time.perf_counter() - start) / args.steps)
+            fractions[name].append(flops_per_step / times[name][-1] / 1e9 / ceilings["float32"][-1])
+        print(f"round {round_number}: ceiling float32 {ceilings['float32'][-1]:.0f} GFLOP/s, bfloat16 {ceilings['bfloat16'][-1]:.0f}; "
+              + ", ".join(f"{name} {1000 * times[name][-1]:.0f} ms/step ({fractions[name][-1]:.2f})" for name, _, _ in MODES))
+    print(f"ceiling: plain 3x3 conv 32->32, forward+backward, median of rounds: float32 {statistics.median(ceilings['float32']):.1f} "
+          f"GFLOP/s, bfloat16 {statistics.median(ceilings['bfloat16']):.1f} GFLOP/s")
+
+    steps = args.warmup + args.rounds * args.steps
+    psnr = {name: mean_scores(score_upscaler(model_upscaler(models[name]), sr_data.val_pairs, 2))["psnr"] for name, _, _ in MODES}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, policy, xla in MODES:
+        gflops = flops_per_step / medians[name] / 1e9
+        speedups = [f / t for f, t in zip(times["float32"], times[name])]
+        print(f"{name:<9} {1000 * medians[name]:6.0f} ms/step (median of {args.rounds}), {gflops:6.1f} GFLOP/s = "
+              f"{statistics.median(fractions[name]):.2f} of the float32 conv ceiling (median of rounds), speed-up vs float32 "
+              f"x{statistics.median(speedups):.2f} (rounds {min(speedups):.2f}-{max(speedups):.2f}); "
+              f"Set5 x2 {psnr[name]:.3f} dB after {steps} steps ({psnr[name] - psnr['float32']:+.3f} dB vs float32)")
+    fastest = min(medians, key=medians.get)
+    print(f"fastest here: {fastest}; float32 rounds {1000 * min(times['float32']):.0f}-{1000 * max(times['float32']):.0f} ms/step (drift)")
 
 
 if __name__ == "__main__":
