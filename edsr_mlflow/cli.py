@@ -137,7 +137,8 @@ def main():
 @click.option("--steps-per-epoch", type=INT, default=DEFAULTS.steps_per_epoch, help="Training steps per epoch.")
 @click.option("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="Adam learning rate, halved at 50%, 75% and 90% of training.")
 @click.option("--seed", type=INT, default=DEFAULTS.seed, help="Seed for weights, patches and augmentation.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision, help="Keras dtype policy of the body.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision,
+              help="Keras dtype policy of the body; auto: the fastest that keeps quality on this machine (bfloat16 on CPUs with AMX or AVX-512 BF16, else float32; on GPUs by tensor cores).")
 @click.option("--time-budget-s", type=float, default=DEFAULTS.time_budget_s, help="Stop training after this many seconds (0 = no limit), then validate and log.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULTS.strategy, help="Devices: one, all local GPUs (mirrored), several hosts (multiworker, TF_CONFIG).")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: the active one, or MLFLOW_EXPERIMENT_NAME).")
@@ -163,6 +164,7 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
         f"run {outcome.run_id} ({outcome.config.run_name}): val PSNR {outcome.result.final_val_psnr:.2f} dB, "
         f"{m['val_psnr_gain']:+.2f} dB over bicubic, {m['train_time_s']:.0f} s of training"
     )
+    click.echo(f"precision {outcome.precision.policy}{' with XLA' if outcome.precision.xla else ''}: {outcome.precision.reason}")
     uri = _tracking_uri_for_ui()
     click.echo(f"browse it: open {uri}" if uri.startswith(("http://", "https://")) else f"browse it: mlflow ui --backend-store-uri {uri}")
 

@@ -19,7 +19,9 @@ from .schema import DEFAULT_TRANSPOSE_KERNEL, run_name
 
 UPSAMPLER_NAMES = ("subpixel", "transpose", "nearest", "bilinear")
 SUPPORTED_SCALES = (2, 3, 4)
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Keras dtype policies; ``auto`` picks one for the machine (``precision.choose_precision``).
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", *POLICIES)
 # Which devices and hosts train one model (``distribute.make_strategy``).
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -34,6 +36,11 @@ def check_scale(scale: int) -> None:
 def check_upsampler(upsampler: str) -> None:
     if upsampler not in UPSAMPLER_NAMES:
         raise ConfigError(f"unknown upsampler {upsampler!r}: use one of {', '.join(UPSAMPLER_NAMES)}")
+
+
+def check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown dtype policy {policy!r}: use one of {', '.join(POLICIES)}")
 
 
 def check_precision(precision: str) -> None:
@@ -138,7 +145,7 @@ class TrainConfig:
     steps_per_epoch: int = 1000
     learning_rate: float = 2e-3
     seed: int = 42
-    precision: str = "float32"
+    precision: str = "auto"
     time_budget_s: float = 0.0
     strategy: str = "default"
 

@@ -16,7 +16,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from .config import check_positive, check_precision, check_scale, check_upsampler, check_upsampler_variant
+from .config import check_policy, check_positive, check_scale, check_upsampler, check_upsampler_variant
 from .schema import DEFAULT_TRANSPOSE_KERNEL, run_name
 
 # Mean RGB of the DIV2K training set, in 0..255 (EDSR's MeanShift).
@@ -228,7 +228,7 @@ def build_edsr(
     check_scale(scale)
     check_upsampler(upsampler)
     check_upsampler_variant(upsampler, transpose_kernel, icnr)
-    check_precision(precision)
+    check_policy(precision)
     check_positive("blocks", blocks)
     check_positive("filters", filters)
     check_positive("res_scale", res_scale, kind=float)

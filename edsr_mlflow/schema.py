@@ -19,6 +19,8 @@ SWEEP_TAG = "sweep_name"  # on a sweep's parent run: the grid's name
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 CONFIG_TAGS = ("upsampler", "blocks", "scale")  # copied from the params, for the UI's filters
+# What ``precision`` (``auto`` or explicit) meant on the machine that trained the run.
+PRECISION_USED_TAG, PRECISION_REASON_TAG, XLA_TAG = "precision_used", "precision_reason", "xla"
 
 # ---------------------------------------------------------------- run names
 

@@ -31,6 +31,7 @@ from .images import bicubic_upscaler
 from .inference import model_upscaler
 from .metrics import mean_scores
 from .model import build_edsr
+from .precision import PrecisionChoice, choose_precision, cpu_flags
 
 # EDSR's loss (L1), one Keras function for both training paths: ``fit`` averages it over the
 # batch; the distributed loop averages each patch's value over the global batch.
@@ -78,7 +79,7 @@ def build_model(config: TrainConfig, strategy=None) -> keras.Model:
             filters=config.filters,
             res_scale=config.res_scale,
             upsampler=config.upsampler,
-            precision=config.precision,
+            precision=precision_choice(config).policy,
             transpose_kernel=config.transpose_kernel,
             icnr=config.icnr,
         )
@@ -90,13 +91,22 @@ def _scope(strategy):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
+def precision_choice(config: TrainConfig) -> PrecisionChoice:
+    """The dtype policy and XLA setting ``config.precision`` means on this machine."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") if gpus else None
+    return choose_precision(config.precision, gpu_capability=capability, flags=cpu_flags())
+
+
 def compile_model(model: keras.Model, config: TrainConfig) -> None:
+    choice = precision_choice(config)
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-    if config.precision == "mixed_float16":
+    if choice.policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    # L1, not L2: the paper found it trains EDSR to higher PSNR. XLA only for bfloat16:
-    # on CPUs without native bfloat16 TensorFlow's own kernels run it about 10x slower.
-    model.compile(optimizer=optimizer, loss=L1_LOSS, jit_compile=config.precision == "mixed_bfloat16")
+    # L1, not L2: the paper found it trains EDSR to higher PSNR.
+    model.compile(optimizer=optimizer, loss=L1_LOSS, jit_compile=choice.xla)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -396,7 +406,7 @@ def _distributed_train_step(model, strategy, config: TrainConfig):
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
-    @tf.function(jit_compile=config.precision == "mixed_bfloat16")
+    @tf.function(jit_compile=precision_choice(config).xla)
     def step(iterator):
         per_replica = strategy.run(replica_step, args=next(iterator))
         return strategy.reduce("SUM", per_replica, axis=None)

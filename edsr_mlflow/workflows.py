@@ -19,6 +19,7 @@ from .images import bicubic_upscaler
 from .inference import model_upscaler
 from .metrics import Y_PROTOCOL, Protocol
 from .model import macs_per_lr_pixel
+from .precision import PrecisionChoice
 from .samples import visual_samples
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class TrainOutcome:
     config: TrainConfig  # what was trained: a resumed run's own params
     result: training.TrainResult
     final_metrics: dict[str, float]
+    precision: PrecisionChoice  # the dtype policy and XLA setting used on this machine, and why
 
 
 class TrainingInterrupted(UserError):
@@ -110,6 +112,9 @@ def train_run(
                     model = training.build_model(config, strategy)
                     tracking.log_model_facts(model.count_params(), macs_per_lr_pixel(model))
                     tracking.set_tags({"replicas": str(strategy.num_replicas_in_sync)})
+                choice = training.precision_choice(config)
+                tracking.set_tags({schema.PRECISION_USED_TAG: choice.policy, schema.PRECISION_REASON_TAG: choice.reason,
+                                   schema.XLA_TAG: str(choice.xla)})
                 result = training.train(
                     config, model, sr_data, checkpoint_dir, state=state,
                     callbacks=(model_logging.EpochLogger(),), verbose=verbose, strategy=strategy,
@@ -121,7 +126,7 @@ def train_run(
                 model_logging.log_keras_model(model)
         except KeyboardInterrupt:
             raise TrainingInterrupted(_interrupted_message(run_id, checkpoint_root)) from None
-    return TrainOutcome(run_id, config, result, metrics)
+    return TrainOutcome(run_id, config, result, metrics, choice)
 
 
 def _interrupted_message(run_id: str | None, checkpoint_root: Path) -> str:
@@ -148,7 +153,7 @@ def _train_as_worker(config: TrainConfig, strategy, checkpoint_root: Path, verbo
     sr_data = _load_training_data(config, checkpoint_root)
     model = training.build_model(config, strategy)
     result = training.train(config, model, sr_data, checkpoint_root / f"{task_type}-{index}", verbose=verbose, strategy=strategy)
-    return TrainOutcome(None, config, result, final_metrics(result))
+    return TrainOutcome(None, config, result, final_metrics(result), training.precision_choice(config))
 
 
 # ---------------------------------------------------------------- evaluation

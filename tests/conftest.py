@@ -47,7 +47,7 @@ def tiny_params():
     """A training run that takes seconds on a CPU: bundled sample photos, 1 block, 8 filters."""
     return dict(
         dataset="sample", blocks=1, filters=8, patch_size=16, batch_size=4,
-        epochs=2, steps_per_epoch=3, learning_rate=1e-3, seed=1,
+        epochs=2, steps_per_epoch=3, learning_rate=1e-3, seed=1, precision="float32",
     )
 
 

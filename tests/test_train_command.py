@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edsr_mlflow import cli, model_logging, training, workflows
+from edsr_mlflow import cli, model_logging, schema, training, workflows
 from edsr_mlflow.config import TrainConfig
+from edsr_mlflow.precision import choose_precision, cpu_flags
 
 from helpers import ROOT, all_runs, assert_complete_training_run, cli_args
 from servers import free_port
@@ -42,6 +43,13 @@ def test_mlflow_run_of_the_project(tracking_store, tmp_path):
     (run,) = all_runs()
     config = TrainConfig(upsampler="transpose", blocks=8, dataset="sample", epochs=2, steps_per_epoch=10, filters=8, patch_size=16, batch_size=4)
     assert_complete_training_run(run, config)
+    # precision=auto, the default: what it meant on this machine is logged and printed
+    expected = choose_precision("auto", gpu_capability=None, flags=cpu_flags())
+    assert run.data.params["precision"] == "auto"
+    assert run.data.tags[schema.PRECISION_USED_TAG] == expected.policy
+    assert run.data.tags[schema.PRECISION_REASON_TAG] == expected.reason
+    assert run.data.tags[schema.XLA_TAG] == str(expected.xla)
+    assert f"precision {expected.policy}" in done.stdout + done.stderr
 
 
 # Refused by TrainConfig or the memory check: before anything touches the tracking store.

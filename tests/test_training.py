@@ -41,7 +41,7 @@ def test_config_rejects_bad_values_naming_the_fix(override, message):
 
 
 def test_config_round_trips_through_mlflow_string_params(tiny_params):
-    config = TrainConfig(**tiny_params, precision="mixed_bfloat16", time_budget_s=12.5)
+    config = TrainConfig(**{**tiny_params, "precision": "mixed_bfloat16"}, time_budget_s=12.5)
     as_strings = {k: str(v) for k, v in config.as_params().items()}
     assert TrainConfig.from_params(as_strings) == config
     assert config.run_name == "edsr_x2_b1_f8_subpixel"
