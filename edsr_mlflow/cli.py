@@ -44,6 +44,14 @@ def _import_tensorflow_quietly() -> None:
 DEFAULTS = TrainConfig()
 
 
+def _check_model_exists(model_uri: str) -> None:
+    """A model URI that names nothing fails here, in a second, not after TensorFlow's import."""
+    from .tracking import check_tracking_server, model_run_id
+
+    check_tracking_server()
+    model_run_id(model_uri)
+
+
 class WholeNumber(click.ParamType):
     """An integer that also accepts "8.0": MLproject parameters have no int type, only float."""
 
@@ -203,6 +211,8 @@ def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile, pro
     datasets = [name.strip() for name in dataset.split(",") if name.strip()]
     if not datasets:
         raise click.BadParameter("name at least one dataset", param_hint="--dataset")
+    if model_uri != "bicubic":
+        _check_model_exists(model_uri)
     _import_tensorflow_quietly()
     from .schema import metric_prefix
     from .workflows import evaluate_model
@@ -233,6 +243,7 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
     from .images import check_output_path
 
     check_output_path(output_path)  # before the seconds of loading and inference
+    _check_model_exists(model_uri)
     _import_tensorflow_quietly()
     from .workflows import upscale_file
 

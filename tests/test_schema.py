@@ -59,3 +59,16 @@ def test_findings_reads_the_benchmark_columns_evaluate_writes():
     columns = [schema.eval_key("set5", m) for m in schema.EVAL_MEASURES] + [schema.eval_key("div2k", "psnr", protocol="rgb_paper")]
     assert findings.eval_datasets(columns) == ["div2k_rgb_paper", "set5"]
     assert schema.eval_key("set5", "ms_per_mp") in findings.value_columns(columns)
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--model=runs:/0123456789abcdef0123456789abcdef/model"],
+                                     ["upscale", "runs:/0123456789abcdef0123456789abcdef/model", "in.png", "out.png"]])
+def test_a_model_that_does_not_exist_is_reported_before_tensorflow_loads(command, tracking_store, tmp_path):
+    probe = ("import atexit, runpy, sys; "
+             "atexit.register(lambda: print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_FREE', file=sys.stderr)); "
+             "sys.argv = ['edsr-mlflow', *sys.argv[1:]]; runpy.run_module('edsr_mlflow', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", probe, *command], cwd=tmp_path, capture_output=True, text=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3
+    assert lines[-2].startswith("error: model runs:/0123456789abcdef0123456789abcdef/model not found")
+    assert lines[-1] == "TF_FREE"
