@@ -201,8 +201,11 @@ def test_ctrl_c_stops_the_sweep_and_starts_nothing_more(tracking_store, tmp_path
         tmp_path / "slow.yaml", name="stopme", experiment="stop-me", grid={"seed": [1, 2, 3]},
         fixed={"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4, "epochs": 2, "steps_per_epoch": 400},
     )
+    # Ctrl-C as at a terminal: a suite started in the background (`make test &`) inherits SIGINT
+    # ignored, and Python then keeps ignoring it; the sweep gets the terminal's default.
     sweep_process = subprocess.Popen([sys.executable, "-m", "edsr_mlflow", "sweep", f"--grid={grid}", "--output-dir=out"],
-                                     cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300  # a guard against a hung test, not a speed check
     while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in children_or_none("stop-me")):
         assert sweep_process.poll() is None, sweep_process.communicate()
