@@ -21,7 +21,6 @@ demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . --env-manager local \
 		-P dataset=sample -P blocks=4 -P filters=32 -P patch_size=32 \
 		-P epochs=3 -P steps_per_epoch=40
-	@echo "Browse the run: $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)  (then open http://127.0.0.1:5000)"
 
 test: lint
 	$(BIN)/python -m pytest

@@ -174,7 +174,11 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
     )
     click.echo(f"precision {outcome.precision.policy}{' with XLA' if outcome.precision.xla else ''}: {outcome.precision.reason}")
     uri = _tracking_uri_for_ui()
-    click.echo(f"browse it: open {uri}" if uri.startswith(("http://", "https://")) else f"browse it: mlflow ui --backend-store-uri {uri}")
+    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"{_script('mlflow')} ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000"
+    click.echo("next:")
+    click.echo(f"  browse it:   {browse}")
+    click.echo(f"  compare:     {_script('edsr-mlflow')} compare --output-dir outputs/comparison")
+    click.echo(f"  upscale:     {_script('edsr-mlflow')} upscale runs:/{outcome.run_id}/model photo.png photo_x{outcome.config.scale}.png")
 
 
 def _check_fits_in_memory(config: TrainConfig) -> None:
@@ -187,6 +191,16 @@ def _check_fits_in_memory(config: TrainConfig) -> None:
         raise UserError(f"{config.run_name} with batch {config.batch_size} of {config.patch_size}px patches needs at least "
                         f"{needed / 2**30:,.1f} GiB to train, and this machine has {available / 2**30:.1f} GiB free; "
                         "lower blocks, filters, batch_size or patch_size")
+
+
+def _script(name: str) -> str:
+    """How to call this environment's ``name`` from here, activated or not: the script beside
+    the running Python (``.venv/bin/mlflow``), relative where that is shorter."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    relative = os.path.relpath(path)
+    return relative if len(relative) < len(str(path)) and not relative.startswith("../..") else str(path)
 
 
 def _tracking_uri_for_ui() -> str:

@@ -26,6 +26,9 @@ def test_train_command_records_a_complete_run(tracking_store, tiny_params):
     assert result.exit_code == 0, result.output
     (run,) = all_runs()
     assert_complete_training_run(run, TrainConfig(**params))
+    next_steps = result.output.split("next:\n", 1)[1]  # the commands that come next, runnable as printed
+    assert f"upscale runs:/{run.info.run_id}/model photo.png photo_x3.png" in next_steps
+    assert f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri" in next_steps or ".venv/bin/mlflow ui" in next_steps
     assert (training.latest_checkpoint(Path("checkpoints") / run.info.run_id) / training.CHECKPOINT_FILE).exists()
 
 
