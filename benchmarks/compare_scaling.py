@@ -24,13 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edsr_mlflow.schema import EPOCH_METRICS  # noqa: E402  the names train logs, in order
+
 from _common import temporary_tracking_store  # noqa: E402
 
 SCALES = (2, 3, 4)
 UPSAMPLERS = ("subpixel", "transpose", "nearest", "bilinear")
 BLOCKS = (1, 2, 4, 8, 16)
-EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_time_ms", "patches_per_s", "learning_rate")
 EVAL_SETS = ("set5", "set14")
 
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from . import images
 from .errors import DataError
-from .images import DatasetInfo, ImagePair  # noqa: F401  (data.ImagePair, data.DatasetInfo)
+from .images import DatasetInfo, ImagePair
 from .metrics import SSIM_WINDOW
 from .schema import BENCHMARK_FOLDERS, DIV2K, eval_set_name
 
@@ -451,7 +451,7 @@ def load_sr_data(
 
 # ---------------------------------------------------------------- evaluation sets
 
-# Benchmark names -> folder names under the benchmark root (HR images only).
+# The folder that holds the benchmarks' HR images (schema.BENCHMARK_FOLDERS names them).
 BENCHMARK_ROOT_ENV = "EDSR_BENCHMARK_ROOT"
 
 

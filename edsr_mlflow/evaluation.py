@@ -101,8 +101,13 @@ class SetScores:
 def score_upscaler(upscale: Upscaler, pairs: list[ImagePair], scale: int,
                    protocol: Protocol = Y_PROTOCOL) -> tuple[ImageScore, ...]:
     """PSNR, SSIM (Y by default) and RGB-PSNR of every image, shave = scale (by default)."""
+    return score_images(pairs, [upscale(p.lr_image) for p in pairs], scale, protocol)
+
+
+def score_images(pairs: list[ImagePair], sr_images: list, scale: int, protocol: Protocol = Y_PROTOCOL) -> tuple[ImageScore, ...]:
+    """The scores of SR images already made, one per pair, in ``protocol``."""
     shave = protocol.shave(scale)
-    return tuple(score_image(p.name, p.hr_image, upscale(p.lr_image), shave=shave, channel=protocol.channel) for p in pairs)
+    return tuple(score_image(p.name, p.hr_image, sr, shave=shave, channel=protocol.channel) for p, sr in zip(pairs, sr_images))
 
 
 def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tuple[ImageScore, ...] | None = None,
@@ -119,8 +124,7 @@ def score_set(upscale: Upscaler, pairs: list[ImagePair], scale: int, bicubic: tu
     sr_images = [upscale(p.lr_image) for p in pairs]
     elapsed = time.perf_counter() - start
     megapixels = sum(sr.shape[0] * sr.shape[1] for sr in sr_images) / 1e6
-    shave = protocol.shave(scale)
-    per_image = tuple(score_image(p.name, p.hr_image, sr, shave=shave, channel=protocol.channel) for p, sr in zip(pairs, sr_images))
+    per_image = score_images(pairs, sr_images, scale, protocol)
     if bicubic is None:
         bicubic = score_upscaler(bicubic_upscaler(scale), pairs, scale, protocol)
     model_spectra = bicubic_spectra = ()

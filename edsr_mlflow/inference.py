@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import images
-from .images import Upscaler, bicubic_upscaler  # noqa: F401  (inference.bicubic_upscaler)
+from .images import Upscaler
 
 
 def make_forward(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:

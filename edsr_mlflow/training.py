@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -93,11 +94,16 @@ def _scope(strategy):
 
 def precision_choice(config: TrainConfig) -> PrecisionChoice:
     """The dtype policy and XLA setting ``config.precision`` means on this machine."""
+    return _precision_on_this_machine(config.precision)
+
+
+@functools.cache  # the machine does not change within a process: look at it once
+def _precision_on_this_machine(requested: str) -> PrecisionChoice:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") if gpus else None
-    return choose_precision(config.precision, gpu_capability=capability, flags=cpu_flags())
+    return choose_precision(requested, gpu_capability=capability, flags=cpu_flags())
 
 
 def compile_model(model: keras.Model, config: TrainConfig) -> None:

@@ -10,7 +10,8 @@ from PIL import Image
 
 from edsr_mlflow import cli, data, metrics
 from edsr_mlflow.evaluation import score_set
-from edsr_mlflow.inference import bicubic_upscaler, model_upscaler
+from edsr_mlflow.images import bicubic_upscaler
+from edsr_mlflow.inference import model_upscaler
 from edsr_mlflow.model import build_edsr
 
 from helpers import SHARED_DATA, needs_shared_data, write_images

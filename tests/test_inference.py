@@ -84,7 +84,7 @@ def test_self_ensemble_averages_several_passes(tiny_x2, lr_image):
 
 def test_bicubic_upscaler_matches_upscale_bicubic(lr_image):
     for scale in (2, 3, 4):
-        np.testing.assert_array_equal(inference.bicubic_upscaler(scale)(lr_image), images.upscale_bicubic(lr_image, scale))
+        np.testing.assert_array_equal(images.bicubic_upscaler(scale)(lr_image), images.upscale_bicubic(lr_image, scale))
 
 
 def test_score_set_scores_every_image_against_bicubic(tiny_x2, pairs):
@@ -133,7 +133,7 @@ def test_comparison_strip_is_four_labelled_panels(tiny_x2, pairs):
 
 def test_comparison_strip_of_a_small_image_uses_the_whole_image(pairs):
     pair = pairs[1]  # LR 18x26, smaller than the default 64 px crop
-    strip = samples.comparison_strip(pair, inference.bicubic_upscaler(2), 2)
+    strip = samples.comparison_strip(pair, images.bicubic_upscaler(2), 2)
     side = min(pair.lr_image.shape[:2]) * 2
     assert strip.shape[0] == side + samples.LABEL_HEIGHT
     assert strip.shape[1] >= 4 * side
