@@ -22,12 +22,17 @@ demo: setup
 		-P dataset=sample -P blocks=4 -P filters=32 -P patch_size=32 \
 		-P epochs=3 -P steps_per_epoch=40
 
+# Three workers on two cores: many tests wait on a server or a child process, and the longest
+# (marked slow) start first (tests/conftest.py), so the suite ends when its longest test does.
+PYTEST_WORKERS ?= 3
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist worksteal
+
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The suite without the end-to-end runs marked slow: a quick check while editing.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .

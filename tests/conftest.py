@@ -12,6 +12,11 @@ from helpers import SERVED_ARTIFACTS, copy_migrated_store
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_collection_modifyitems(items):
+    """The end-to-end tests (marked slow) first, in their file order: run by several workers
+    (`make test`), the suite then ends soon after its longest test instead of starting it last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory) -> Path:

@@ -31,6 +31,8 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, *, port: int | None =
     """Starts `mlflow server` (artifacts served by it) and waits for /health; returns it and its URI."""
     port = port or free_port()
     log = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    # Without MLflow's job runner (GenAI jobs, a queue of ten workers): nothing here uses it.
+    env = {**(env if env is not None else os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", backend_uri, "--serve-artifacts", "--artifacts-destination", str(artifacts), *extra_args],

@@ -17,7 +17,7 @@ from edsr_mlflow.config import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 ENTRY_POINTS = MLPROJECT["entry_points"]
-CLI_ONLY_TRAIN_OPTIONS = {"experiment", "checkpoint_dir", "resume_run_id", "parent_run_id"}
+CLI_ONLY_TRAIN_OPTIONS = {"experiment", "checkpoint_dir", "resume_run_id", "parent_run_id", "then_evaluate", "benchmark_root"}
 
 
 def click_options(command) -> dict[str, object]:

@@ -101,7 +101,10 @@ def test_tracking_server_lost_mid_run_then_resume(tmp_path, monkeypatch, migrate
     env.pop("MLFLOW_RUN_ID", None)
     try:
         process = start_training(cli_args(SLOW_EPOCHS), tmp_path, env)
-        run_id = wait_until(lambda: the_logged_run_with_epoch_1(), "epoch 1 on the server", process)
+        # Watched on disk, then asked of the server once: polling the server would slow it and training.
+        wait_until(lambda: checkpointed_epoch(tmp_path) >= 1, "the first checkpoint", process)
+        run_id = checkpointed_run_id(tmp_path)
+        wait_until(lambda: epoch_1_logged(run_id), "epoch 1 on the server", process)
     finally:
         stop_mlflow_server(server)
     out, err = process.communicate(timeout=600)
@@ -121,11 +124,14 @@ def test_tracking_server_lost_mid_run_then_resume(tmp_path, monkeypatch, migrate
         stop_mlflow_server(server)
 
 
-def the_logged_run_with_epoch_1() -> str | None:
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    if runs and epoch_steps(runs[0].info.run_id)["val_psnr"]:
-        return runs[0].info.run_id
-    return None
+def checkpointed_run_id(cwd: Path) -> str:
+    (folder,) = (cwd / "checkpoints").glob("*")  # checkpoints/<run id>/
+    return folder.name
+
+
+def epoch_1_logged(run_id: str) -> bool:
+    time.sleep(0.5)  # the checkpoint comes just before the epoch's metrics
+    return bool(mlflow.MlflowClient().get_metric_history(run_id, "val_psnr"))
 
 
 # ---------------------------------------------------------------- refusing to resume, changing nothing

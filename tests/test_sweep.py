@@ -84,6 +84,8 @@ def test_sweep_isolates_failures_resumes_and_compares(tracking_store, tmp_path):
     finished = [r for r in children("sweep-test") if r.info.status == "FINISHED"]
     assert sorted(r.data.params["upsampler"] for r in finished) == ["nearest", "subpixel"]
     assert all("eval_photos_psnr" in r.data.metrics for r in finished)
+    for log in Path("out/sweeps/tiny").glob("*.log"):  # one process per configuration: training, then its evaluation
+        assert log.read_text().count("\n$ ") + log.read_text().startswith("$ ") == 1, log.read_text()[-2000:]
     (parent,) = [r for r in mlflow.search_runs(experiment_names=["sweep-test"], output_format="list") if r.data.tags.get("edsr_mlflow.kind") == "sweep"]
     assert {r.data.tags["mlflow.parentRunId"] for r in finished} == {parent.info.run_id}
     assert parent.data.tags["configurations_failed"] == "2"
