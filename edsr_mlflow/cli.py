@@ -153,12 +153,19 @@ def main():
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=Path("checkpoints"), help="Root of per-run checkpoint folders.")
 @click.option("--resume", "resume_run_id", default=None, help="Continue this run id from its last checkpoint (its own params are used).")
 @click.option("--parent-run-id", default=None, hidden=True, help="Nest the run under this run (used by sweep).")
+@click.option("--then-evaluate", default="", hidden=True, help="Comma-separated datasets to evaluate the logged model on once it is trained, in this process (used by sweep).")
+@click.option("--benchmark-root", default="", hidden=True, help="Folder holding Set5/, Set14/... for --then-evaluate.")
 @friendly_errors
-def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
+def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, then_evaluate, benchmark_root, **params):
     """Train one EDSR model and log it to MLflow."""
     config = TrainConfig(**params)
     if not resume_run_id:
         _check_fits_in_memory(config)
+    from .distribute import is_chief
+    from .tracking import check_tracking_server
+
+    if resume_run_id or is_chief(config.strategy):  # the processes that log: told in a second, not after TensorFlow's import
+        check_tracking_server()
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     _import_tensorflow_quietly()
     from .workflows import train_run
@@ -179,6 +186,12 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
     click.echo(f"  browse it:   {browse}")
     click.echo(f"  compare:     {_script('edsr-mlflow')} compare --output-dir outputs/comparison")
     click.echo(f"  upscale:     {_script('edsr-mlflow')} upscale runs:/{outcome.run_id}/model photo.png photo_x{outcome.config.scale}.png")
+    if then_evaluate:  # a sweep's child: one process, one TensorFlow start-up, for training and its evaluation
+        from .workflows import evaluate_model
+
+        run_id, evaluations = evaluate_model(f"runs:/{outcome.run_id}/model", _dataset_names(then_evaluate),
+                                             benchmark_root=benchmark_root or None)
+        _echo_evaluations(evaluations, Y_PROTOCOL.name, self_ensemble=False, run_id=run_id)
 
 
 def _check_fits_in_memory(config: TrainConfig) -> None:
@@ -222,19 +235,29 @@ def _tracking_uri_for_ui() -> str:
 @friendly_errors
 def evaluate(model_uri, dataset, scale, benchmark_root, self_ensemble, tile, protocol):
     """Score a logged model (or bicubic) on benchmarks; log the results to its training run."""
-    datasets = [name.strip() for name in dataset.split(",") if name.strip()]
-    if not datasets:
-        raise click.BadParameter("name at least one dataset", param_hint="--dataset")
+    datasets = _dataset_names(dataset)
     if model_uri != "bicubic":
         _check_model_exists(model_uri)
     _import_tensorflow_quietly()
-    from .schema import metric_prefix
     from .workflows import evaluate_model
 
     run_id, evaluations = evaluate_model(
         model_uri, datasets, scale=scale or None, benchmark_root=benchmark_root or None,
         self_ensemble=self_ensemble, tile=tile, protocol=PROTOCOLS[protocol],
     )
+    _echo_evaluations(evaluations, protocol, self_ensemble, run_id)
+
+
+def _dataset_names(comma_separated: str) -> list[str]:
+    names = [name.strip() for name in comma_separated.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("name at least one dataset", param_hint="--dataset")
+    return names
+
+
+def _echo_evaluations(evaluations, protocol: str, self_ensemble: bool, run_id: str) -> None:
+    from .schema import metric_prefix
+
     click.echo(f"protocol {protocol}: {PROTOCOLS[protocol].description}")
     click.echo(f"{'dataset':<12} {'images':>6} {'PSNR (dB)':>10} {'SSIM':>7} {'bicubic':>8} {'gain':>7} {'ms/MP':>8}")
     for e in evaluations:

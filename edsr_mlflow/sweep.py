@@ -76,23 +76,28 @@ def _train_and_evaluate(config: TrainConfig, index: int, parent_run_id: str, exp
     """One configuration in its own process, so a crash or leak cannot touch the others.
 
     The child run is created here and handed to the process (``MLFLOW_RUN_ID``), so its id never
-    has to be read back from output. With ``run_id`` (a FINISHED run missing its evaluation) only
-    the evaluation runs.
+    has to be read back from output; the same process then evaluates the logged model. With
+    ``run_id`` (a FINISHED run missing its evaluation) only the evaluation runs.
     """
     log_file = log_dir / f"{index:03d}_{config.run_name}_s{config.seed}.log"
+    datasets, benchmarks = ",".join(evaluate), f"--benchmark-root={benchmark_root or ''}"
     if run_id is None:
         run_id = tracking.create_child_run(experiment_id, parent_run_id, config.run_name)
         train_command = [sys.executable, "-m", "edsr_mlflow", "train", *grid.train_arguments(config),
                          f"--parent-run-id={parent_run_id}", f"--checkpoint-dir={checkpoint_root}"]
+        if evaluate:  # in the same process: one TensorFlow start-up per configuration
+            train_command += [f"--then-evaluate={datasets}", benchmarks]
         code = children.run(train_command, log_file, {**env, "MLFLOW_RUN_ID": run_id})
         status = tracking.close_if_running(run_id, "KILLED" if children.stopping.is_set() else "FAILED")
         if code is None or children.stopping.is_set():
             return ConfigOutcome(config, "interrupted", run_id, log_file, f"stopped; run {run_id} is {status}")
-        if code != 0 or status != "FINISHED":
+        if status != "FINISHED":
             return ConfigOutcome(config, "failed", run_id, log_file, _last_line(log_file))
+        if code != 0:  # trained and logged; its evaluation failed (the next sweep runs only that)
+            return ConfigOutcome(config, "failed", run_id, log_file, "evaluation failed: " + _last_line(log_file))
+        return ConfigOutcome(config, "finished", run_id, log_file)
     if evaluate:
-        eval_command = [sys.executable, "-m", "edsr_mlflow", "evaluate", f"--model=runs:/{run_id}/model",
-                        f"--dataset={','.join(evaluate)}", f"--benchmark-root={benchmark_root or ''}"]
+        eval_command = [sys.executable, "-m", "edsr_mlflow", "evaluate", f"--model=runs:/{run_id}/model", f"--dataset={datasets}", benchmarks]
         code = children.run(eval_command, log_file, env)
         if code is None or children.stopping.is_set():
             return ConfigOutcome(config, "interrupted", run_id, log_file, "stopped before its evaluation ended")
