@@ -34,40 +34,41 @@ PYFUNC_LOADER = "edsr_pyfunc"
 
 
 def log_keras_model(model: keras.Model) -> None:
-    """Logs the model as ``model`` (a LoggedModel of the active run) that stands alone.
+    """Logs the model as ``model``, a LoggedModel of the active run, in the form
+    :func:`save_standalone_model` writes."""
+    from mlflow.models import Model
 
-    The keras flavour is mlflow.keras's (``data/model.keras``), and the ``python_function``
-    flavour loads it through the modules in ``code/`` (see :mod:`edsr_pyfunc`), so
-    ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need no ``edsr_mlflow``; the
-    pyfunc answers uint8 images. The signature accepts any image size. No input example:
+    Model.log(artifact_path=None, name="model", flavor=SimpleNamespace(save_model=save_standalone_model), flavor_name="keras",
+              keras_model=model)
+
+
+def save_standalone_model(path: str, mlflow_model=None, *, keras_model: keras.Model) -> None:
+    """Saves a model folder at ``path`` that stands alone (``Model.log`` calls this as its
+    flavour's ``save_model``).
+
+    The keras flavour is mlflow.keras's (``data/model.keras``); :data:`SHIPPED_MODULES` go in
+    ``code/`` and the ``python_function`` flavour loads through them (see :mod:`edsr_pyfunc`),
+    so ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need no ``edsr_mlflow``. The
+    pyfunc takes float32 RGB in 0..255 of any size and answers uint8 images. No input example:
     MLflow would then validate serving by reloading the model and running it, about a second
     per run (benchmarks/tracking_overhead.py); tests load and run every logged model instead.
     """
+    import mlflow.keras
+    import mlflow.pyfunc
     import tensorflow as tf
     from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))]),  # RGB in 0..255
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))]),
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
     )
-    Model.log(
-        artifact_path=None, name="model", flavor=SimpleNamespace(save_model=save_standalone_model), flavor_name="keras",
-        keras_model=model, signature=signature,
-        # Inferring requirements would reload the model in a subprocess; name them.
+    mlflow_model = mlflow_model if mlflow_model is not None else Model()
+    mlflow.keras.save_model(
+        keras_model, path, mlflow_model=mlflow_model, signature=signature,
+        # Inferring requirements would reload the model in a subprocess (seconds); name them.
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"],
     )
-
-
-def save_standalone_model(path: str, mlflow_model=None, *, keras_model: keras.Model, signature=None, pip_requirements=None) -> None:
-    """``mlflow.keras.save_model``'s folder at ``path``, plus :data:`SHIPPED_MODULES` in
-    ``code/`` and a ``python_function`` flavour that loads through them (what ``Model.log``
-    calls as the flavour's ``save_model``)."""
-    import mlflow.keras
-    import mlflow.pyfunc
-
-    mlflow_model = mlflow_model if mlflow_model is not None else mlflow.models.Model()
-    mlflow.keras.save_model(keras_model, path, mlflow_model=mlflow_model, signature=signature, pip_requirements=pip_requirements)
     code = Path(path) / "code"
     code.mkdir()
     for module in SHIPPED_MODULES:

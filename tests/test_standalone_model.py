@@ -1,10 +1,11 @@
 """A logged model stands alone: loaded with ``mlflow.pyfunc.load_model`` and served by
 ``mlflow models serve --env-manager local`` in processes that cannot import ``edsr_mlflow``
-(issue 11). Both compare the answer with the in-process Keras model's, rounded as ``upscale``
+(issue 11). Each compares the answer with the in-process Keras model's, rounded as ``upscale``
 rounds."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import subprocess
@@ -13,16 +14,15 @@ import time
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
 import pytest
 import requests
 
-from edsr_mlflow import edsr_pyfunc, workflows
+from edsr_mlflow import edsr_pyfunc, model, model_logging, workflows
 from edsr_mlflow.config import TrainConfig
 
 from servers import free_port, stop_mlflow_server
-
-pytestmark = pytest.mark.slow
 
 # Loads the model as a pyfunc and upscales batch.npy into sr.npy; run where edsr_mlflow cannot be imported.
 PYFUNC_PROBE = """
@@ -71,6 +71,32 @@ def assert_same_images(actual: np.ndarray, expected: np.ndarray) -> None:
     assert np.abs(actual.astype(int) - expected.astype(int)).max() <= 1 and differ.mean() < 1e-3, f"{differ.sum()} values differ"
 
 
+def test_the_shipped_modules_import_only_keras_numpy_and_the_standard_library():
+    package = Path(edsr_pyfunc.__file__).parent
+    for module in model_logging.SHIPPED_MODULES:
+        for node in ast.walk(ast.parse((package / f"{module}.py").read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{module}: a relative import fails in the model's code/ folder"
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            tops = {name.split(".")[0] for name in names}
+            assert tops <= {"keras", "numpy", "tensorflow"} | set(sys.stdlib_module_names), f"{module} imports {tops}"
+
+
+def test_a_saved_model_loads_as_a_pyfunc_and_passes_the_projects_own_checks(tmp_path):
+    net = model.build_edsr(scale=2, blocks=1, filters=4, upsampler="bilinear")
+    model_logging.save_standalone_model(str(tmp_path / "model"), keras_model=net)
+    assert sorted(p.name for p in (tmp_path / "model" / "code").iterdir()) == sorted(f"{m}.py" for m in model_logging.SHIPPED_MODULES)
+    assert model_logging.logged_keras_file(tmp_path / "model") == tmp_path / "model" / "data" / "model.keras"
+    batch = lr_batch(2, 6, 5)
+    sr_batch = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(batch)
+    np.testing.assert_array_equal(sr_batch, edsr_pyfunc.to_uint8(keras.ops.convert_to_numpy(net(batch))))
+
+
+@pytest.mark.slow
 def test_the_logged_model_loads_as_a_pyfunc_without_edsr_mlflow(trained, tmp_path):
     batch = lr_batch(2)
     np.save(tmp_path / "batch.npy", batch)
@@ -85,6 +111,7 @@ def test_the_logged_model_loads_as_a_pyfunc_without_edsr_mlflow(trained, tmp_pat
     assert_same_images(sr_batch, in_process_sr(trained, batch))
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_upscaled_images_over_http(trained, tmp_path):
     port = free_port()
     log_file = tmp_path / "serve.log"
