@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edsr_mlflow import images, metrics, model  # noqa: E402
+from edsr_mlflow import edsr_pyfunc, images, metrics, model  # noqa: E402
 from edsr_mlflow.config import learning_rate_at  # noqa: E402
 
 PILOT_VARIANTS = (
@@ -151,7 +151,7 @@ def patch_batch(rng, train, scale: int, patch: int, batch: int):
 
 def holdout_psnr(net, val_lr, val_hr, scale: int) -> float:
     sr = net.predict_on_batch(val_lr)
-    return float(np.mean([metrics.psnr(hr, images.to_uint8(s), shave=scale) for hr, s in zip(val_hr, sr)]))
+    return float(np.mean([metrics.psnr(hr, edsr_pyfunc.to_uint8(s), shave=scale) for hr, s in zip(val_hr, sr)]))
 
 
 def pilot(data: Path, budgets: list[int], seeds: list[int], blocks: int, variants=PILOT_VARIANTS):

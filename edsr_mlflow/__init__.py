@@ -5,7 +5,9 @@ Modules, one concern each:
 - ``config``   -- the validated training configuration and what each field may hold (no TensorFlow)
 - ``schema``   -- the names a run records: tags, run names, epoch/final/``eval_<set>_...`` metric keys
 - ``model``    -- the EDSR network and its upsampling stages (no logging, no I/O)
-- ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing, the one uint8 path
+- ``edsr_layers`` -- its custom Keras layers; ``edsr_pyfunc`` -- the logged model's pyfunc and the one
+  uint8 path (both shipped in every logged model's ``code/``, so they import nothing else from here)
+- ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing
 - ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature
 - ``data``     -- image sources (DIV2K via TFDS, a directory, bundled samples) and tf.data pipelines
 - ``training`` -- ``train(config, model, data) -> TrainResult``, Keras callbacks without MLflow

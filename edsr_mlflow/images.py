@@ -1,4 +1,5 @@
-"""Reading images, MATLAB-like bicubic resizing, and the one path from model output to uint8.
+"""Reading images and MATLAB-like bicubic resizing (model output becomes uint8 by
+:func:`edsr_pyfunc.to_uint8`, which every logged model ships).
 
 All images here are numpy arrays of shape (H, W, 3), dtype uint8, RGB in 0..255.
 """
@@ -99,14 +100,6 @@ def upscale_bicubic(lr_image: np.ndarray, scale: int) -> np.ndarray:
     """Bicubic upscaling: the baseline every SR model is compared with."""
     height, width = lr_image.shape[:2]
     return resize_bicubic(lr_image, width * scale, height * scale)
-
-
-def to_uint8(image) -> np.ndarray:
-    """Clip to 0..255, round half to even, cast: the only way model output becomes an image.
-
-    PSNR is measured on exactly the image one would save.
-    """
-    return np.clip(np.rint(np.asarray(image, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
 def check_output_path(path: str | Path) -> None:

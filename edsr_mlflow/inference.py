@@ -1,6 +1,6 @@
 """Turning LR images into SR images: whole, tiled, self-ensembled, or by bicubic baseline.
 
-Every path ends in :func:`images.to_uint8`, so what is scored is what would be saved.
+Every path ends in :func:`edsr_pyfunc.to_uint8` (as the logged model's pyfunc does), so what is scored is what would be saved.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import images
+from .edsr_pyfunc import to_uint8
 from .images import Upscaler
 
 
@@ -47,8 +47,8 @@ def model_upscaler(model: keras.Model, *, tile: int = 0, tile_overlap: int = 16,
 
     def upscale(lr_image: np.ndarray) -> np.ndarray:
         if self_ensemble:
-            return images.to_uint8(_self_ensemble(upscale_float, lr_image))
-        return images.to_uint8(upscale_float(lr_image))
+            return to_uint8(_self_ensemble(upscale_float, lr_image))
+        return to_uint8(upscale_float(lr_image))
 
     return upscale
 

@@ -6,7 +6,9 @@ never imports TensorFlow.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import mlflow
@@ -26,27 +28,54 @@ class EpochLogger(keras.callbacks.Callback):
         mlflow.log_metrics({k: float(logs[k]) for k in EPOCH_METRICS if k in logs}, step=epoch + 1)
 
 
-def log_keras_model(model: keras.Model) -> None:
-    """Logs the model as ``model`` with a signature that accepts any image size.
+# Shipped in every logged model's code/ folder; MLflow loads the pyfunc through the second.
+SHIPPED_MODULES = ("edsr_layers", "edsr_pyfunc")
+PYFUNC_LOADER = "edsr_pyfunc"
 
-    No input example: MLflow would then validate serving by reloading the model and running
-    it, about a second per run (benchmarks/tracking_overhead.py); tests load and run every
-    logged model instead. Loading it back needs ``edsr_mlflow`` importable: ``import
-    edsr_mlflow.model`` registers its small layers (NormalizeRGB, PixelShuffle,
-    BilinearUpsampling, Scale) with Keras.
+
+def log_keras_model(model: keras.Model) -> None:
+    """Logs the model as ``model``, a LoggedModel of the active run, in the form
+    :func:`save_standalone_model` writes."""
+    from mlflow.models import Model
+
+    Model.log(artifact_path=None, name="model", flavor=SimpleNamespace(save_model=save_standalone_model), flavor_name="keras",
+              keras_model=model)
+
+
+def save_standalone_model(path: str, mlflow_model=None, *, keras_model: keras.Model) -> None:
+    """Saves a model folder at ``path`` that stands alone (``Model.log`` calls this as its
+    flavour's ``save_model``).
+
+    The keras flavour is mlflow.keras's (``data/model.keras``); :data:`SHIPPED_MODULES` go in
+    ``code/`` and the ``python_function`` flavour loads through them (see :mod:`edsr_pyfunc`),
+    so ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need no ``edsr_mlflow``. The
+    pyfunc takes float32 RGB in 0..255 of any size and answers uint8 images. No input example:
+    MLflow would then validate serving by reloading the model and running it, about a second
+    per run (benchmarks/tracking_overhead.py); tests load and run every logged model instead.
     """
     import mlflow.keras
+    import mlflow.pyfunc
     import tensorflow as tf
-    from mlflow.models import ModelSignature
+    from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    image_spec = TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), name=None)
-    signature = ModelSignature(inputs=Schema([image_spec]), outputs=Schema([image_spec]))
-    mlflow.keras.log_model(
-        model, name="model", signature=signature,
-        # Inferring requirements reloads the model without this package's layers; name them.
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+    )
+    mlflow_model = mlflow_model if mlflow_model is not None else Model()
+    mlflow.keras.save_model(
+        keras_model, path, mlflow_model=mlflow_model, signature=signature,
+        # Inferring requirements would reload the model in a subprocess (seconds); name them.
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"],
     )
+    code = Path(path) / "code"
+    code.mkdir()
+    for module in SHIPPED_MODULES:
+        shutil.copyfile(Path(__file__).with_name(f"{module}.py"), code / f"{module}.py")
+    keras_pyfunc = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME]
+    mlflow.pyfunc.add_to_model(mlflow_model, loader_module=PYFUNC_LOADER, data="data", code="code", env=keras_pyfunc[mlflow.pyfunc.ENV])
+    mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
 def load_keras_model(model_uri: str) -> keras.Model:
@@ -60,7 +89,7 @@ def load_keras_model(model_uri: str) -> keras.Model:
     """
     from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
-    from . import model as _layers  # noqa: F401  registers the custom layers with Keras
+    from . import edsr_layers  # noqa: F401  registers the custom layers with Keras
 
     try:
         with run_store.no_progress_bar():

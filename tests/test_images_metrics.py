@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from edsr_mlflow import data, evaluation, images, metrics
+from edsr_mlflow import data, edsr_pyfunc, evaluation, images, metrics
 from edsr_mlflow.errors import DataError
 from edsr_mlflow.metrics import ImageScore
 
@@ -141,7 +141,7 @@ def test_bicubic_preserves_constant_images():
     np.testing.assert_array_equal(images.upscale_bicubic(flat, 3), 77)
 
 
-# ---------------------------------------------------------------- to_uint8
+# ---------------------------------------------------------------- to_uint8 (edsr_pyfunc)
 
 
 @pytest.mark.parametrize(
@@ -149,13 +149,13 @@ def test_bicubic_preserves_constant_images():
     [(-3.2, 0), (-0.4, 0), (0.4, 0), (1.5, 2), (2.5, 2), (3.5, 4), (127.49, 127), (254.6, 255), (255.4, 255), (1e4, 255)],
 )
 def test_to_uint8_clips_and_rounds_half_to_even(value, expected):
-    out = images.to_uint8(np.array([[[value, value, value]]], np.float32))
+    out = edsr_pyfunc.to_uint8(np.array([[[value, value, value]]], np.float32))
     assert out.dtype == np.uint8
     assert out[0, 0, 0] == expected
 
 
 def test_to_uint8_accepts_arrays_of_any_float_dtype():
-    out = images.to_uint8(np.array([[0.6, 300.0], [-5.0, 99.5]], np.float64))
+    out = edsr_pyfunc.to_uint8(np.array([[0.6, 300.0], [-5.0, 99.5]], np.float64))
     np.testing.assert_array_equal(out, np.array([[1, 255], [0, 100]], np.uint8))
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from edsr_mlflow import data, evaluation, images, inference, metrics, model, samples
+from edsr_mlflow import data, edsr_pyfunc, evaluation, images, inference, metrics, model, samples
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_tiles_without_context_show_seams(tiny_x2, lr_image):
 
 
 def test_whole_image_upscaler_is_the_rounded_model_output(tiny_x2, lr_image):
-    expected = images.to_uint8(keras.ops.convert_to_numpy(tiny_x2(lr_image[None].astype(np.float32)))[0])
+    expected = edsr_pyfunc.to_uint8(keras.ops.convert_to_numpy(tiny_x2(lr_image[None].astype(np.float32)))[0])
     np.testing.assert_array_equal(inference.model_upscaler(tiny_x2)(lr_image), expected)
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from edsr_mlflow import config, model, schema
+from edsr_mlflow import config, edsr_layers, model, schema
 from edsr_mlflow.errors import ConfigError
 
 SCALES = (2, 3, 4)
@@ -58,11 +58,11 @@ def test_keras_file_round_trip_in_safe_mode(upsampler, scale, lr_batch, tmp_path
 
 
 def test_input_normalisation_is_not_a_lambda_and_inverts():
-    normalize = model.NormalizeRGB()
-    denormalize = model.NormalizeRGB(inverse=True)
+    normalize = edsr_layers.NormalizeRGB()
+    denormalize = edsr_layers.NormalizeRGB(inverse=True)
     rgb = np.array([[[[0.0, 127.5, 255.0]]]], np.float32)
     normalized = keras.ops.convert_to_numpy(normalize(rgb))
-    expected = (rgb - np.array(model.DIV2K_RGB_MEAN, np.float32)) / 127.5
+    expected = (rgb - np.array(edsr_layers.DIV2K_RGB_MEAN, np.float32)) / 127.5
     np.testing.assert_allclose(normalized, expected, rtol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(denormalize(normalized)), rgb, atol=1e-4)
 
@@ -168,7 +168,7 @@ def test_baseline_parameter_count(scale, params):
 def test_upsampling_stages(scale, stages, factor):
     assert model.upsampling_factors(scale) == tuple([factor] * len(stages))
     net = tiny_model(scale)
-    shuffles = [layer for layer in net.layers if isinstance(layer, model.PixelShuffle)]
+    shuffles = [layer for layer in net.layers if isinstance(layer, edsr_layers.PixelShuffle)]
     assert [layer.name for layer in shuffles] == [f"{stage}_shuffle" for stage in stages]
     assert all(layer.factor == factor for layer in shuffles)
     stage_names = {layer.name.rsplit("_", 1)[0] for layer in net.layers if layer.name.startswith("upsample_")}
@@ -283,7 +283,7 @@ def test_mixed_bfloat16_keeps_tail_and_output_in_float32(lr_batch):
 
 def test_bilinear_upsampling_equals_keras_upsampling2d():
     x = np.random.default_rng(5).uniform(0, 1, (2, 7, 9, 4)).astype(np.float32)
-    ours = model.BilinearUpsampling(2)(x)
+    ours = edsr_layers.BilinearUpsampling(2)(x)
     keras_layer = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_layer), atol=1e-6)
 
@@ -357,7 +357,7 @@ def test_controls_apply_to_their_upsampler_only(kwargs, must_mention):
         assert text in str(error.value)
 
 
-@pytest.mark.parametrize("layer", [model.PixelShuffle(2), model.BilinearUpsampling(2)])
+@pytest.mark.parametrize("layer", [edsr_layers.PixelShuffle(2), edsr_layers.BilinearUpsampling(2)])
 def test_layers_without_tensorflow_ops_equal_the_tensorflow_path(layer, monkeypatch):
     # The keras.ops path that other Keras backends take (JAX on a GPU machine without TensorFlow).
     x = np.random.default_rng(2).normal(size=(2, 3, 5, 12)).astype(np.float32)
