@@ -173,8 +173,7 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, **params):
         f"{m['val_psnr_gain']:+.2f} dB over bicubic, {m['train_time_s']:.0f} s of training"
     )
     click.echo(f"precision {outcome.precision.policy}{' with XLA' if outcome.precision.xla else ''}: {outcome.precision.reason}")
-    uri = _tracking_uri_for_ui()
-    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"{_script('mlflow')} ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000"
+    browse = _browse_hint(outcome.run_id)
     click.echo("next:")
     click.echo(f"  browse it:   {browse}")
     click.echo(f"  compare:     {_script('edsr-mlflow')} compare --output-dir outputs/comparison")
@@ -203,10 +202,16 @@ def _script(name: str) -> str:
     return relative if len(relative) < len(str(path)) and not relative.startswith("../..") else str(path)
 
 
-def _tracking_uri_for_ui() -> str:
-    from .tracking import tracking_uri
+def _browse_hint(run_id: str) -> str:
+    """How to see the run in MLflow's UI: its experiment's runs, in the UI's model-training view
+    (MLflow 3.17 opens in its GenAI view otherwise, whatever the experiment's kind)."""
+    from .run_store import existing_run
+    from .tracking import tracking_uri, ui_runs_page
 
-    return tracking_uri()
+    uri, experiment_id = tracking_uri(), existing_run(run_id).info.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return f"open {ui_runs_page(experiment_id, uri)}"
+    return f"{_script('mlflow')} ui --backend-store-uri {uri}   # then open {ui_runs_page(experiment_id)}"
 
 
 @main.command()

@@ -97,6 +97,7 @@ def compare_run(
         "compared_runs": len(usable), "excluded_runs": len(excluded), "configurations": len(table),
     }
     with tracking.closing_run(run_store.start_comparison_run(experiment_id, params)) as run:
+        tracking.mark_model_training(run.info.experiment_id)
         run_store.log_files([*table_files.values(), excluded_path])
         run_store.log_files(plot_files, artifact_path="plots")
         run_id, experiment_id = run.info.run_id, run.info.experiment_id

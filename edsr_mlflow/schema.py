@@ -22,6 +22,16 @@ CONFIG_TAGS = ("upsampler", "blocks", "scale")  # copied from the params, for th
 # What ``precision`` (``auto`` or explicit) meant on the machine that trained the run.
 PRECISION_USED_TAG, PRECISION_REASON_TAG, XLA_TAG = "precision_used", "precision_reason", "xla"
 
+# ---------------------------------------------------------------- experiments
+
+DEFAULT_EXPERIMENT = "edsr"  # where runs go when neither --experiment nor MLflow's environment names one
+# MLflow's experiment type (the UI's "GenAI apps & agents" or "Machine learning"); set on every
+# experiment this project logs into that has none.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow 3.17's UI shows GenAI or model training by a switch kept in the browser (GenAI unless
+# changed), not by the experiment's kind; this query in a UI address turns it to model training.
+UI_MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+
 # ---------------------------------------------------------------- run names
 
 DEFAULT_TRANSPOSE_KERNEL = 3

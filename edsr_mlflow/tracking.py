@@ -24,7 +24,20 @@ from . import run_store
 from .config import TrainConfig
 from .errors import TrackingError
 from .images import DatasetInfo
-from .schema import EPOCH_METRICS, EVALUATE, KIND_TAG, PARENT_RUN_TAG, RUN_NAME_TAG, SWEEP, SWEEP_TAG, TRAIN
+from .schema import (
+    DEFAULT_EXPERIMENT,
+    EPOCH_METRICS,
+    EVALUATE,
+    EXPERIMENT_KIND_TAG,
+    KIND_TAG,
+    MODEL_TRAINING_KIND,
+    PARENT_RUN_TAG,
+    RUN_NAME_TAG,
+    SWEEP,
+    SWEEP_TAG,
+    TRAIN,
+    UI_MODEL_TRAINING_QUERY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +110,54 @@ def _basic_auth() -> tuple[str, str] | None:
     return (user, password) if user and password else None
 
 
+# ---------------------------------------------------------------- experiments
+
+
+def experiment_id_named(name: str) -> str:
+    """The id of experiment ``name``; created (marked as model training) if there is none. A
+    parallel process creating it first is no error; a deleted one is (MLflow keeps its name)."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "active":
+        raise TrackingError(
+            f"experiment '{name}' is deleted in {tracking_uri()}; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or name another one"
+        )
+    return experiment.experiment_id
+
+
+def experiment_for_new_run(name: str | None = None) -> str | None:
+    """Where a new run goes: experiment ``name`` if given; else None, MLflow's own choice, where
+    ``MLFLOW_EXPERIMENT_ID`` or ``MLFLOW_EXPERIMENT_NAME`` names one (``mlflow run`` and
+    ``mlflow.set_experiment`` set the first) or ``MLFLOW_RUN_ID`` names the run; else
+    :data:`~edsr_mlflow.schema.DEFAULT_EXPERIMENT`, never MLflow's "Default"."""
+    if name:
+        return experiment_id_named(name)
+    if any(os.environ.get(v) for v in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")):
+        return None
+    return experiment_id_named(DEFAULT_EXPERIMENT)
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Tags the experiment as model training (``mlflow.experimentKind``) if it has no kind yet;
+    a kind someone chose stays theirs."""
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+def ui_runs_page(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's page of an experiment's runs, opened in its model-training view."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{UI_MODEL_TRAINING_QUERY}"
+
+
 def git_commit() -> str | None:
     """The commit of this package's checkout, if it is one."""
     try:
@@ -158,11 +219,11 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
 
     Logged at once: every config field as a param, tags ``upsampler``, ``blocks``, ``scale``,
     ``git_commit`` and the run name (e.g. ``edsr_x4_b8_f64_transpose``). Inside
-    ``mlflow run`` the run MLflow created is used (``MLFLOW_RUN_ID``).
+    ``mlflow run`` the run MLflow created is used (``MLFLOW_RUN_ID``). A new run goes to
+    ``experiment``, else where MLflow's environment says, else the default experiment
+    (:func:`experiment_for_new_run`); a sweep's child to its parent's.
     """
     check_tracking_server()
-    if experiment:
-        mlflow.set_experiment(experiment)
     tags = {
         KIND_TAG: TRAIN,
         "upsampler": config.upsampler,
@@ -173,16 +234,20 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
-    if parent_run_id:  # a sweep's child: in its parent's experiment
+    if resume_run_id:
+        experiment_id = None  # the run's own
+    elif parent_run_id:  # a sweep's child: in its parent's experiment
         experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
+    else:
+        experiment_id = experiment_for_new_run(experiment)
     run = mlflow.start_run(
-        run_id=resume_run_id, run_name=None if resume_run_id else config.run_name,
+        run_id=resume_run_id, experiment_id=experiment_id, run_name=None if resume_run_id else config.run_name,
         parent_run_id=parent_run_id, tags=tags, log_system_metrics=True,
     )
     hint = (f"training is checkpointed: when the server is back, run `edsr-mlflow train --resume {run.info.run_id}` "
             "(with the same --checkpoint-dir)")
     with closing_run(run, resume_hint=hint):
+        mark_model_training(run.info.experiment_id)
         run_store.log_new_params(run.info.run_id, config.as_params())
         yield run
 
@@ -295,8 +360,9 @@ def log_to_run(run_id: str, metrics: dict[str, float], tables: dict[str, object]
 def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object]):
     """A new run for an evaluation that has no training run (the bicubic baseline)."""
     check_tracking_server()
-    run = mlflow.start_run(run_name=run_name, tags={KIND_TAG: EVALUATE, **tags})
+    run = mlflow.start_run(experiment_id=experiment_for_new_run(), run_name=run_name, tags={KIND_TAG: EVALUATE, **tags})
     with closing_run(run):
+        mark_model_training(run.info.experiment_id)
         run_store.log_new_params(run.info.run_id, params)  # inside `mlflow run -e evaluate`, some are logged
         yield run
 
@@ -321,10 +387,6 @@ def close_if_running(run_id: str, status: str) -> str:
         return status
     return current
 
-def _experiment_id(name: str) -> str:
-    experiment = mlflow.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else mlflow.create_experiment(name)
-
 
 @contextlib.contextmanager
 def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
@@ -335,7 +397,7 @@ def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
     if run_id:
         experiment_id = mlflow.get_run(run_id).info.experiment_id
     else:
-        experiment_id = _experiment_id(experiment)
+        experiment_id = experiment_id_named(experiment)
         earlier = run_store.sweep_parent_ids(name, experiment_id)
         run_id = earlier[0] if earlier else None
     run = mlflow.start_run(
@@ -343,5 +405,6 @@ def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
         run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: SWEEP, SWEEP_TAG: name},
     )
     with closing_run(run):
+        mark_model_training(run.info.experiment_id)
         run_store.log_new_params(run.info.run_id, params)
         yield run
