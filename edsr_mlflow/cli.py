@@ -332,7 +332,9 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
     click.echo(f"sweep {definition.name} (parent run {parent_id}): {counts['finished']} trained, "
                f"{counts['skipped']} already finished, {counts['failed']} failed")
     if counts["finished"] + counts["skipped"]:
-        comparison = compare_run(parent_run_id=parent_id, output_dir=output_dir / "comparison" / definition.name,
+        # The sweep whole: the children of its earlier parents too (launches before it took one parent).
+        comparison = compare_run(experiment=definition.experiment, sweep=definition.name,
+                                 output_dir=output_dir / "comparison" / definition.name,
                                  comparisons=definition.comparisons, comparison_metrics=definition.comparison_metrics)
         click.echo(comparison.markdown)
         if comparison.paired_markdown:

@@ -34,6 +34,8 @@ from .schema import (
     PARENT_RUN_TAG,
     RUN_NAME_TAG,
     SWEEP,
+    SWEEP_LAUNCH,
+    SWEEP_PARENT_TAG,
     SWEEP_TAG,
     TRAIN,
     UI_MODEL_TRAINING_QUERY,
@@ -390,21 +392,54 @@ def close_if_running(run_id: str, status: str) -> str:
 
 @contextlib.contextmanager
 def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
-    """The parent run of a sweep: inside ``mlflow run`` the run MLflow made, else the earlier
-    parent of the same sweep (so re-running it resumes it), else a new one."""
+    """The parent run of sweep ``name``, in the grid's ``experiment`` whichever the launcher: the
+    sweep's earlier parent (so re-running it resumes it), else a new one.
+
+    Inside ``mlflow run -e sweep``, MLflow has made a run of its own (``MLFLOW_RUN_ID``, in
+    the experiment MLflow chose) before this code starts; that run becomes a record of the
+    launch (:func:`_launch_record`), not a second parent.
+    """
     check_tracking_server()
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        experiment_id = mlflow.get_run(run_id).info.experiment_id
-    else:
-        experiment_id = experiment_id_named(experiment)
-        earlier = run_store.sweep_parent_ids(name, experiment_id)
-        run_id = earlier[0] if earlier else None
-    run = mlflow.start_run(
-        run_id=run_id, experiment_id=None if run_id else experiment_id,
-        run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: SWEEP, SWEEP_TAG: name},
-    )
-    with closing_run(run):
-        mark_model_training(run.info.experiment_id)
-        run_store.log_new_params(run.info.run_id, params)
-        yield run
+    experiment_id = experiment_id_named(experiment)
+    earlier = run_store.sweep_parent_ids(name, experiment_id)
+    launch_id = os.environ.pop("MLFLOW_RUN_ID", None)  # taken here, so that no run started below resumes it
+    with _launch_record(launch_id) if launch_id else contextlib.nullcontext():
+        run = mlflow.start_run(
+            run_id=earlier[0] if earlier else None, experiment_id=None if earlier else experiment_id,
+            run_name=None if earlier else f"sweep_{name}", tags={KIND_TAG: SWEEP, SWEEP_TAG: name},
+        )
+        with closing_run(run):
+            if launch_id:
+                _tag_launch(launch_id, name, run)
+            mark_model_training(experiment_id)
+            run_store.log_new_params(run.info.run_id, params)
+            yield run
+
+
+@contextlib.contextmanager
+def _launch_record(run_id: str):
+    """Closes MLflow's run of an ``mlflow run -e sweep`` launch as the sweep ends: FINISHED,
+    KILLED on Ctrl-C, FAILED on an error (which is re-raised, whatever closing makes of it)."""
+    client = mlflow.MlflowClient()
+    try:
+        yield
+    except BaseException as error:
+        with contextlib.suppress(Exception):  # a lost server: the error below says so
+            client.set_terminated(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _tag_launch(run_id: str, name: str, parent: mlflow.ActiveRun) -> None:
+    """Marks MLflow's run of a launch as that (``edsr_mlflow.kind=sweep_launch``), with the
+    sweep's name and parent run, nested under the parent where both share an experiment."""
+    from mlflow.entities import RunTag
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    tags = {KIND_TAG: SWEEP_LAUNCH, SWEEP_TAG: name, SWEEP_PARENT_TAG: parent.info.run_id}
+    if experiment_id == parent.info.experiment_id:
+        tags[PARENT_RUN_TAG] = parent.info.run_id
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    client.update_run(run_id, name=f"sweep_{name}_launch")
+    mark_model_training(experiment_id)

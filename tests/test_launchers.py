@@ -1,17 +1,24 @@
 """Where runs land, whichever the launcher: the named default experiment marked as model training
-(so MLflow 3's UI is not in GenAI mode for it) and MLflow's own experiment choices (issue 11)."""
+(so MLflow 3's UI is not in GenAI mode for it), MLflow's own experiment choices, and one sweep
+that `edsr-mlflow sweep` and `mlflow run -e sweep` both resume and compare whole (issue 11)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 import pytest
+import yaml
 from click.testing import CliRunner
 
-from edsr_mlflow import cli, schema, tracking
+from edsr_mlflow import cli, run_store, schema, tracking
 from edsr_mlflow.config import TrainConfig
 from edsr_mlflow.errors import TrackingError
 
-from helpers import all_runs, cli_args
+from helpers import ROOT, all_runs, cli_args
 
 
 def experiment_of(run) -> mlflow.entities.Experiment:
@@ -101,3 +108,77 @@ def test_a_deleted_default_experiment_is_one_line_and_no_run(tracking_store):
     with pytest.raises(TrackingError, match=r"experiment 'edsr' is deleted .*\(mlflow experiments restore --experiment-id"):
         open_and_close_training_run()
     assert all_runs() == []
+
+
+# ---------------------------------------------------------------- one sweep, whichever launcher (item 5)
+
+
+def test_a_sweeps_comparison_covers_the_children_of_each_of_its_parents(tracking_store):
+    """Launches through `mlflow run` before this fix each made a parent of their own."""
+    client = mlflow.MlflowClient()
+    experiment_id = tracking.experiment_id_named("swept")
+    children = []
+    for _ in range(2):
+        parent = client.create_run(experiment_id, tags={schema.KIND_TAG: schema.SWEEP, schema.SWEEP_TAG: "s"}).info.run_id
+        children.append(client.create_run(experiment_id, tags={schema.KIND_TAG: schema.TRAIN, schema.PARENT_RUN_TAG: parent}).info.run_id)
+    client.create_run(experiment_id, tags={schema.KIND_TAG: schema.TRAIN})  # in the experiment, not in the sweep
+    scope = run_store.comparison_scope("swept", None, sweep="s")
+    assert len(scope.parent_run_ids) == 2
+    assert sorted(run_store.training_runs(scope)["run_id"]) == sorted(children)
+    with pytest.raises(TrackingError, match="no sweep 'other' in experiment 'swept'"):
+        run_store.comparison_scope("swept", None, sweep="other")
+
+
+def launch_with_mlflow_run(grid: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """`mlflow run <repo> --env-manager local -e sweep -P grid=G`, as the README shows, with no
+    --experiment-name: MLflow makes its run in "Default"."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", "sweep",
+               "-P", f"grid={grid}", "-P", "max_parallel=2", "-P", f"output_dir={cwd / 'out'}"]
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    print(f"$ mlflow run ... -e sweep -P grid={grid.name}  (exit {done.returncode})\n{done.stdout}")
+    return done
+
+
+def runs_of_kind(kind: str, experiment: str = "launch-grid"):
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    return [r for r in runs if r.data.tags.get(schema.KIND_TAG) == kind]
+
+
+@pytest.mark.slow
+def test_a_sweep_resumes_and_compares_whole_whichever_the_launcher(tracking_store, tmp_path):
+    grid = tmp_path / "two.yaml"
+    grid.write_text(yaml.safe_dump({
+        "name": "two", "experiment": "launch-grid", "grid": {"upsampler": ["subpixel", "nearest"]},
+        "fixed": {"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4,
+                  "epochs": 1, "steps_per_epoch": 2, "precision": "float32"},
+    }))
+    first = launch_with_mlflow_run(grid, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 trained, 0 already finished, 0 failed" in first.stdout
+    trained = runs_of_kind(schema.TRAIN)
+    assert sorted(r.data.params["upsampler"] for r in trained if r.info.status == "FINISHED") == ["nearest", "subpixel"]
+    (parent,) = runs_of_kind(schema.SWEEP)  # in the grid's experiment, not MLflow's "Default"
+    assert {r.data.tags[schema.PARENT_RUN_TAG] for r in trained} == {parent.info.run_id}
+
+    second = launch_with_mlflow_run(grid, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "0 trained, 2 already finished, 0 failed" in second.stdout
+    table = (tmp_path / "out" / "comparison" / "two" / "findings.csv").read_text().splitlines()
+    assert len(table) == 3  # header + both finished configurations
+    assert [r.info.run_id for r in runs_of_kind(schema.TRAIN)] == [r.info.run_id for r in trained]  # nothing trained twice
+    assert [r.info.run_id for r in runs_of_kind(schema.SWEEP)] == [parent.info.run_id]  # one parent
+
+    # MLflow's own run of each launch (in "Default") is a record of it, pointing at the parent.
+    launches = runs_of_kind(schema.SWEEP_LAUNCH, experiment="Default")
+    assert len(launches) == 2
+    assert {r.data.tags[schema.SWEEP_PARENT_TAG] for r in launches} == {parent.info.run_id}
+    for name in ("Default", "launch-grid"):
+        assert kind_of(mlflow.get_experiment_by_name(name)) == schema.MODEL_TRAINING_KIND
+
+    third = CliRunner().invoke(cli.main, ["sweep", f"--grid={grid}", f"--output-dir={tmp_path / 'out'}"])
+    print(f"$ edsr-mlflow sweep --grid {grid.name}  (exit {third.exit_code})\n{third.output}")
+    assert third.exit_code == 0, third.output
+    assert "0 trained, 2 already finished, 0 failed" in third.output
+    assert len(runs_of_kind(schema.TRAIN)) == 2
+    assert all(r.info.status != "RUNNING" for r in all_runs())
