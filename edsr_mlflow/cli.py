@@ -180,8 +180,7 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, then_evaluat
         f"{m['val_psnr_gain']:+.2f} dB over bicubic, {m['train_time_s']:.0f} s of training"
     )
     click.echo(f"precision {outcome.precision.policy}{' with XLA' if outcome.precision.xla else ''}: {outcome.precision.reason}")
-    uri = _tracking_uri_for_ui()
-    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"{_script('mlflow')} ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000"
+    browse = _browse_hint(outcome.run_id)
     click.echo("next:")
     click.echo(f"  browse it:   {browse}")
     click.echo(f"  compare:     {_script('edsr-mlflow')} compare --output-dir outputs/comparison")
@@ -216,10 +215,16 @@ def _script(name: str) -> str:
     return relative if len(relative) < len(str(path)) and not relative.startswith("../..") else str(path)
 
 
-def _tracking_uri_for_ui() -> str:
-    from .tracking import tracking_uri
+def _browse_hint(run_id: str) -> str:
+    """How to see the run in MLflow's UI: its experiment's runs, in the UI's model-training view
+    (MLflow 3.17 opens in its GenAI view otherwise, whatever the experiment's kind)."""
+    from .run_store import existing_run
+    from .tracking import tracking_uri, ui_runs_page
 
-    return tracking_uri()
+    uri, experiment_id = tracking_uri(), existing_run(run_id).info.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return f"open {ui_runs_page(experiment_id, uri)}"
+    return f"{_script('mlflow')} ui --backend-store-uri {uri}   # then open {ui_runs_page(experiment_id)}"
 
 
 @main.command()
@@ -350,7 +355,9 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
     click.echo(f"sweep {definition.name} (parent run {parent_id}): {counts['finished']} trained, "
                f"{counts['skipped']} already finished, {counts['failed']} failed")
     if counts["finished"] + counts["skipped"]:
-        comparison = compare_run(parent_run_id=parent_id, output_dir=output_dir / "comparison" / definition.name,
+        # The sweep whole: the children of its earlier parents too (launches before it took one parent).
+        comparison = compare_run(experiment=definition.experiment, sweep=definition.name,
+                                 output_dir=output_dir / "comparison" / definition.name,
                                  comparisons=definition.comparisons, comparison_metrics=definition.comparison_metrics)
         click.echo(comparison.markdown)
         if comparison.paired_markdown:

@@ -52,9 +52,10 @@ def compare_run(
     output_dir: Path = DEFAULT_OUTPUT_DIR,
     comparisons: tuple[tuple[str, str], ...] = (),
     comparison_metrics: tuple[str, ...] = ("val_psnr",),
+    sweep: str | None = None,
 ) -> ComparisonOutcome:
     """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
-    runs of ``parent_run_id``; writes the table in five formats, the excluded runs and four
+    runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the table in five formats, the excluded runs and four
     figures to ``output_dir``; logs them all to a new run named ``comparison`` (tag
     ``edsr_mlflow.kind=comparison``) in the experiment holding most of the compared runs.
 
@@ -65,7 +66,7 @@ def compare_run(
     unknown, or no run can be compared.
     """
     uri = tracking.check_tracking_server()
-    scope = run_store.comparison_scope(experiment, parent_run_id)
+    scope = run_store.comparison_scope(experiment, parent_run_id, sweep)
     runs = run_store.training_runs(scope)
     if runs.empty:
         raise TrackingError(
@@ -93,10 +94,11 @@ def compare_run(
 
     experiment_id = findings.home_experiment_id(runs)
     params = {
-        "experiment": experiment or "", "parent_run_id": parent_run_id or "",
+        "experiment": experiment or "", "parent_run_id": parent_run_id or "", **({"sweep": sweep} if sweep else {}),
         "compared_runs": len(usable), "excluded_runs": len(excluded), "configurations": len(table),
     }
     with tracking.closing_run(run_store.start_comparison_run(experiment_id, params)) as run:
+        tracking.mark_model_training(run.info.experiment_id)
         run_store.log_files([*table_files.values(), excluded_path])
         run_store.log_files(plot_files, artifact_path="plots")
         run_id, experiment_id = run.info.run_id, run.info.experiment_id

@@ -43,19 +43,22 @@ def filter_literal(value: str) -> str:
 class Scope:
     """Which training runs a comparison covers.
 
-    ``experiment_ids`` None means every active experiment. ``description`` names the scope
-    for messages, e.g. "experiment 'study'" or "the children of run 3f2a...".
+    ``experiment_ids`` None means every active experiment; ``parent_run_ids`` empty means
+    children or not. ``description`` names the scope for messages, e.g. "experiment 'study'" or
+    "the child runs of run 3f2a...".
     """
 
     experiment_ids: tuple[str, ...] | None
-    parent_run_id: str | None
+    parent_run_ids: tuple[str, ...]
     description: str
 
 
-def comparison_scope(experiment: str | None, parent_run_id: str | None) -> Scope:
+def comparison_scope(experiment: str | None, parent_run_id: str | None, sweep: str | None = None) -> Scope:
     """Resolves ``--experiment`` and ``--parent-run-id``; unknown names are one-line errors.
+    ``sweep`` (with ``experiment``): the child runs of every parent run of that sweep, so a sweep
+    launched several times is compared whole.
 
-    Neither given: the training runs of every active experiment.
+    None given: the training runs of every active experiment.
     """
     experiment_ids = None
     description = "any experiment"
@@ -71,7 +74,15 @@ def comparison_scope(experiment: str | None, parent_run_id: str | None) -> Scope
             )
         experiment_ids = (parent.info.experiment_id,)
         description = f"the child runs of run {parent_run_id}"
-    return Scope(experiment_ids, parent_run_id, description)
+    parent_run_ids = (parent_run_id,) if parent_run_id else ()
+    if sweep:
+        if not experiment or parent_run_id:
+            raise ValueError("a sweep is named by its name and experiment alone")
+        parent_run_ids = tuple(sweep_parent_ids(sweep, experiment_ids[0]))
+        if not parent_run_ids:
+            raise TrackingError(f"no sweep '{sweep}' in experiment '{experiment}' of {mlflow.get_tracking_uri()}; run it first")
+        description = f"the child runs of sweep '{sweep}' ({len(parent_run_ids)} parent runs) in experiment '{experiment}'"
+    return Scope(experiment_ids, parent_run_ids, description)
 
 
 def _experiment_id(name: str) -> str:
@@ -123,22 +134,28 @@ def training_filter(parent_run_id: str | None = None) -> str:
 
 
 def training_runs(scope: Scope) -> pd.DataFrame:
-    """Every active training run in ``scope``, whatever its status, in one query.
+    """Every active training run in ``scope``, whatever its status, in one query (one per parent
+    run where the scope names several).
 
     One row per run, MLflow's ``search_runs`` columns: ``run_id``, ``experiment_id``,
     ``status``, ``params.<name>`` (strings), ``metrics.<name>`` (each metric's latest value),
     ``tags.<name>``. Deleted runs are not included.
     """
     try:
-        return mlflow.search_runs(
-            experiment_ids=list(scope.experiment_ids) if scope.experiment_ids else None,
-            search_all_experiments=scope.experiment_ids is None,
-            filter_string=training_filter(scope.parent_run_id),
-            run_view_type=ViewType.ACTIVE_ONLY,
-            output_format="pandas",
-        )
+        frames = [
+            mlflow.search_runs(
+                experiment_ids=list(scope.experiment_ids) if scope.experiment_ids else None,
+                search_all_experiments=scope.experiment_ids is None,
+                filter_string=training_filter(parent_run_id),
+                run_view_type=ViewType.ACTIVE_ONLY,
+                output_format="pandas",
+            )
+            for parent_run_id in scope.parent_run_ids or (None,)
+        ]
     except MlflowException as error:
         raise _store_error(error) from None
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else pd.DataFrame())
 
 
 def metric_histories(run_ids: list[str], metric: str) -> pd.DataFrame:

@@ -15,12 +15,24 @@ from pathlib import Path
 
 KIND_TAG = "edsr_mlflow.kind"  # what a run is: one of the kinds below
 TRAIN, EVALUATE, SWEEP, COMPARISON = "train", "evaluate", "sweep", "comparison"
-SWEEP_TAG = "sweep_name"  # on a sweep's parent run: the grid's name
+SWEEP_LAUNCH = "sweep_launch"  # the run `mlflow run -e sweep` made: a record of one launch of a sweep
+SWEEP_TAG = "sweep_name"  # on a sweep's parent run (and its launch records): the grid's name
+SWEEP_PARENT_TAG = "sweep_parent_run_id"  # on a launch record: the parent run of the sweep it ran
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 CONFIG_TAGS = ("upsampler", "blocks", "scale")  # copied from the params, for the UI's filters
 # What ``precision`` (``auto`` or explicit) meant on the machine that trained the run.
 PRECISION_USED_TAG, PRECISION_REASON_TAG, XLA_TAG = "precision_used", "precision_reason", "xla"
+
+# ---------------------------------------------------------------- experiments
+
+DEFAULT_EXPERIMENT = "edsr"  # where runs go when neither --experiment nor MLflow's environment names one
+# MLflow's experiment type (the UI's "GenAI apps & agents" or "Machine learning"); set on every
+# experiment this project logs into that has none.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow 3.17's UI shows GenAI or model training by a switch kept in the browser (GenAI unless
+# changed), not by the experiment's kind; this query in a UI address turns it to model training.
+UI_MODEL_TRAINING_QUERY = "workflowType=machine_learning"
 
 # ---------------------------------------------------------------- run names
 

@@ -24,7 +24,22 @@ from . import run_store
 from .config import TrainConfig
 from .errors import TrackingError
 from .images import DatasetInfo
-from .schema import EPOCH_METRICS, EVALUATE, KIND_TAG, PARENT_RUN_TAG, RUN_NAME_TAG, SWEEP, SWEEP_TAG, TRAIN
+from .schema import (
+    DEFAULT_EXPERIMENT,
+    EPOCH_METRICS,
+    EVALUATE,
+    EXPERIMENT_KIND_TAG,
+    KIND_TAG,
+    MODEL_TRAINING_KIND,
+    PARENT_RUN_TAG,
+    RUN_NAME_TAG,
+    SWEEP,
+    SWEEP_LAUNCH,
+    SWEEP_PARENT_TAG,
+    SWEEP_TAG,
+    TRAIN,
+    UI_MODEL_TRAINING_QUERY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +112,54 @@ def _basic_auth() -> tuple[str, str] | None:
     return (user, password) if user and password else None
 
 
+# ---------------------------------------------------------------- experiments
+
+
+def experiment_id_named(name: str) -> str:
+    """The id of experiment ``name``; created (marked as model training) if there is none. A
+    parallel process creating it first is no error; a deleted one is (MLflow keeps its name)."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "active":
+        raise TrackingError(
+            f"experiment '{name}' is deleted in {tracking_uri()}; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or name another one"
+        )
+    return experiment.experiment_id
+
+
+def experiment_for_new_run(name: str | None = None) -> str | None:
+    """Where a new run goes: experiment ``name`` if given; else None, MLflow's own choice, where
+    ``MLFLOW_EXPERIMENT_ID`` or ``MLFLOW_EXPERIMENT_NAME`` names one (``mlflow run`` and
+    ``mlflow.set_experiment`` set the first) or ``MLFLOW_RUN_ID`` names the run; else
+    :data:`~edsr_mlflow.schema.DEFAULT_EXPERIMENT`, never MLflow's "Default"."""
+    if name:
+        return experiment_id_named(name)
+    if any(os.environ.get(v) for v in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")):
+        return None
+    return experiment_id_named(DEFAULT_EXPERIMENT)
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Tags the experiment as model training (``mlflow.experimentKind``) if it has no kind yet;
+    a kind someone chose stays theirs."""
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+def ui_runs_page(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's page of an experiment's runs, opened in its model-training view."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{UI_MODEL_TRAINING_QUERY}"
+
+
 def git_commit() -> str | None:
     """The commit of this package's checkout, if it is one."""
     try:
@@ -158,11 +221,11 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
 
     Logged at once: every config field as a param, tags ``upsampler``, ``blocks``, ``scale``,
     ``git_commit`` and the run name (e.g. ``edsr_x4_b8_f64_transpose``). Inside
-    ``mlflow run`` the run MLflow created is used (``MLFLOW_RUN_ID``).
+    ``mlflow run`` the run MLflow created is used (``MLFLOW_RUN_ID``). A new run goes to
+    ``experiment``, else where MLflow's environment says, else the default experiment
+    (:func:`experiment_for_new_run`); a sweep's child to its parent's.
     """
     check_tracking_server()
-    if experiment:
-        mlflow.set_experiment(experiment)
     tags = {
         KIND_TAG: TRAIN,
         "upsampler": config.upsampler,
@@ -173,16 +236,20 @@ def training_run(config: TrainConfig, *, resume_run_id: str | None = None, exper
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
-    if parent_run_id:  # a sweep's child: in its parent's experiment
+    if resume_run_id:
+        experiment_id = None  # the run's own
+    elif parent_run_id:  # a sweep's child: in its parent's experiment
         experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
+    else:
+        experiment_id = experiment_for_new_run(experiment)
     run = mlflow.start_run(
-        run_id=resume_run_id, run_name=None if resume_run_id else config.run_name,
+        run_id=resume_run_id, experiment_id=experiment_id, run_name=None if resume_run_id else config.run_name,
         parent_run_id=parent_run_id, tags=tags, log_system_metrics=True,
     )
     hint = (f"training is checkpointed: when the server is back, run `edsr-mlflow train --resume {run.info.run_id}` "
             "(with the same --checkpoint-dir)")
     with closing_run(run, resume_hint=hint):
+        mark_model_training(run.info.experiment_id)
         run_store.log_new_params(run.info.run_id, config.as_params())
         yield run
 
@@ -295,8 +362,9 @@ def log_to_run(run_id: str, metrics: dict[str, float], tables: dict[str, object]
 def evaluation_run(run_name: str, tags: dict[str, str], params: dict[str, object]):
     """A new run for an evaluation that has no training run (the bicubic baseline)."""
     check_tracking_server()
-    run = mlflow.start_run(run_name=run_name, tags={KIND_TAG: EVALUATE, **tags})
+    run = mlflow.start_run(experiment_id=experiment_for_new_run(), run_name=run_name, tags={KIND_TAG: EVALUATE, **tags})
     with closing_run(run):
+        mark_model_training(run.info.experiment_id)
         run_store.log_new_params(run.info.run_id, params)  # inside `mlflow run -e evaluate`, some are logged
         yield run
 
@@ -321,27 +389,57 @@ def close_if_running(run_id: str, status: str) -> str:
         return status
     return current
 
-def _experiment_id(name: str) -> str:
-    experiment = mlflow.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else mlflow.create_experiment(name)
-
 
 @contextlib.contextmanager
 def sweep_parent_run(name: str, experiment: str, params: dict[str, object]):
-    """The parent run of a sweep: inside ``mlflow run`` the run MLflow made, else the earlier
-    parent of the same sweep (so re-running it resumes it), else a new one."""
+    """The parent run of sweep ``name``, in the grid's ``experiment`` whichever the launcher: the
+    sweep's earlier parent (so re-running it resumes it), else a new one.
+
+    Inside ``mlflow run -e sweep``, MLflow has made a run of its own (``MLFLOW_RUN_ID``, in
+    the experiment MLflow chose) before this code starts; that run becomes a record of the
+    launch (:func:`_launch_record`), not a second parent.
+    """
     check_tracking_server()
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        experiment_id = mlflow.get_run(run_id).info.experiment_id
-    else:
-        experiment_id = _experiment_id(experiment)
-        earlier = run_store.sweep_parent_ids(name, experiment_id)
-        run_id = earlier[0] if earlier else None
-    run = mlflow.start_run(
-        run_id=run_id, experiment_id=None if run_id else experiment_id,
-        run_name=None if run_id else f"sweep_{name}", tags={KIND_TAG: SWEEP, SWEEP_TAG: name},
-    )
-    with closing_run(run):
-        run_store.log_new_params(run.info.run_id, params)
-        yield run
+    experiment_id = experiment_id_named(experiment)
+    earlier = run_store.sweep_parent_ids(name, experiment_id)
+    launch_id = os.environ.pop("MLFLOW_RUN_ID", None)  # taken here, so that no run started below resumes it
+    with _launch_record(launch_id) if launch_id else contextlib.nullcontext():
+        run = mlflow.start_run(
+            run_id=earlier[0] if earlier else None, experiment_id=None if earlier else experiment_id,
+            run_name=None if earlier else f"sweep_{name}", tags={KIND_TAG: SWEEP, SWEEP_TAG: name},
+        )
+        with closing_run(run):
+            if launch_id:
+                _tag_launch(launch_id, name, run)
+            mark_model_training(experiment_id)
+            run_store.log_new_params(run.info.run_id, params)
+            yield run
+
+
+@contextlib.contextmanager
+def _launch_record(run_id: str):
+    """Closes MLflow's run of an ``mlflow run -e sweep`` launch as the sweep ends: FINISHED,
+    KILLED on Ctrl-C, FAILED on an error (which is re-raised, whatever closing makes of it)."""
+    client = mlflow.MlflowClient()
+    try:
+        yield
+    except BaseException as error:
+        with contextlib.suppress(Exception):  # a lost server: the error below says so
+            client.set_terminated(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _tag_launch(run_id: str, name: str, parent: mlflow.ActiveRun) -> None:
+    """Marks MLflow's run of a launch as that (``edsr_mlflow.kind=sweep_launch``), with the
+    sweep's name and parent run, nested under the parent where both share an experiment."""
+    from mlflow.entities import RunTag
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    tags = {KIND_TAG: SWEEP_LAUNCH, SWEEP_TAG: name, SWEEP_PARENT_TAG: parent.info.run_id}
+    if experiment_id == parent.info.experiment_id:
+        tags[PARENT_RUN_TAG] = parent.info.run_id
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    client.update_run(run_id, name=f"sweep_{name}_launch")
+    mark_model_training(experiment_id)

@@ -218,6 +218,7 @@ def evaluate_model(
     sets = [data.load_eval_set(name, scale, benchmark_root) for name in datasets]
     if run_id is not None:  # a first write now: a user who may not write to the run learns it before the scoring
         tracking.set_run_tags(run_id, {"last_evaluation": ",".join(name for name, _ in sets)})
+        tracking.mark_model_training(run_store.existing_run(run_id).info.experiment_id)
     evaluations = [DatasetEvaluation(name, score_set(upscale, pairs, scale, spectra=True, protocol=protocol)) for name, pairs in sets]
     metrics, tables = {}, {}
     for e in evaluations:
