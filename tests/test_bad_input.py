@@ -142,3 +142,18 @@ def test_evaluate_writes_first_so_a_refusal_comes_before_the_scoring(tracking_st
     result = invoke("evaluate", f"--model=runs:/{run.info.run_id}/model", f"--dataset={tmp_path / 'imgs'}")
     one_error_line(result, "EDIT permission")
     assert scored == []
+
+
+def test_python_without_the_dependencies_gets_one_line(tmp_path):
+    """`mlflow run . --env-manager local` with the environment not activated runs the MLproject's
+    `python -m edsr_mlflow` on a Python without TensorFlow (here: -S, no site-packages)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-S", "-m", "edsr_mlflow", "train", "--dataset", "sample"],
+                            cwd=root, capture_output=True, text=True, timeout=60)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: this Python"), lines
+    assert "tensorflow" in lines[0] and "source .venv/bin/activate" in lines[0] and "--env-manager uv" in lines[0]

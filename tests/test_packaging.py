@@ -62,3 +62,18 @@ def test_every_package_the_code_imports_is_declared():
         if not providers & declared:
             undeclared[module] = sorted(providers)
     assert not undeclared, f"imported by edsr_mlflow but not in pyproject.toml's dependencies: {undeclared}"
+
+
+def test_python_m_checks_for_every_declared_dependency():
+    """``python -m edsr_mlflow`` names what a Python lacks before importing it: its list must
+    hold every package the code imports, each provided by a declared distribution, and cover
+    every declared distribution."""
+    from edsr_mlflow.__main__ import REQUIRED_MODULES
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = {declared_distribution(r) for r in pyproject["project"]["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    provider = {m: {d.lower().replace("_", "-") for d in distributions.get(m, [])} for m in REQUIRED_MODULES}
+    assert imported_top_level_modules(ROOT / "edsr_mlflow") <= set(REQUIRED_MODULES)
+    assert all(provider[m] & declared for m in REQUIRED_MODULES), provider
+    assert declared <= set().union(*provider.values())
