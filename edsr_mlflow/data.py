@@ -310,7 +310,9 @@ def random_patches(lr_image, hr_image, seed, *, scale: int, patch_size: int, cou
         patch_size: LR patch side; the HR patch side is ``patch_size * scale``.
 
     Returns:
-        (count, p, p, 3) LR patches and (count, p*scale, p*scale, 3) HR patches.
+        (count, p, p, 3) LR patches and (count, p*scale, p*scale, 3) HR patches, float32 in
+        0..255 (whole numbers): cast once cropped, since oneDNN's transpose has no uint8 kernel
+        on most CPUs (and says so on stderr).
     """
     seeds = tf.random.experimental.stateless_split(seed, 5)
     lr_height, lr_width = tf.shape(lr_image)[0], tf.shape(lr_image)[1]
@@ -318,6 +320,7 @@ def random_patches(lr_image, hr_image, seed, *, scale: int, patch_size: int, cou
     left = tf.random.stateless_uniform([count], seeds[1], 0, lr_width - patch_size + 1, tf.int32)
     lr_patches = _crop(lr_image, top, left, patch_size)
     hr_patches = _crop(hr_image, top * scale, left * scale, patch_size * scale)
+    lr_patches, hr_patches = tf.cast(lr_patches, tf.float32), tf.cast(hr_patches, tf.float32)
     # Horizontal flip, vertical flip and transpose, each with p = 1/2: the eight flips and
     # 90-degree rotations, uniformly.
     for i, transform in enumerate((_flip_left_right, _flip_up_down, _transpose), start=2):
@@ -375,9 +378,6 @@ def training_batches(
             scale=scale, patch_size=patch_size, count=patches_per_image,
         )
 
-    def to_float(lr_batch, hr_batch):
-        return tf.cast(lr_batch, tf.float32), tf.cast(hr_batch, tf.float32)
-
     ds = (
         image_pairs.filter(large_enough)
         .shuffle(image_shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -387,7 +387,6 @@ def training_batches(
         .unbatch()
         .shuffle(4 * patches_per_image * max(1, batch_size // patches_per_image + 1), seed=seed + 1)
         .batch(batch_size, drop_remainder=True)
-        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
     options = tf.data.Options()

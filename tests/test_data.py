@@ -191,7 +191,9 @@ def test_random_patches_are_aligned(scale):
     lr_patches, hr_patches = lr_patches.numpy(), hr_patches.numpy()
     assert lr_patches.shape == (count, patch_size, patch_size, 3)
     assert hr_patches.shape == (count, patch_size * scale, patch_size * scale, 3)
-    assert lr_patches.dtype == np.uint8 and hr_patches.dtype == np.uint8
+    assert lr_patches.dtype == np.float32 and hr_patches.dtype == np.float32
+    assert np.array_equal(lr_patches, np.rint(lr_patches)) and np.array_equal(hr_patches, np.rint(hr_patches))
+    lr_patches, hr_patches = lr_patches.astype(np.uint8), hr_patches.astype(np.uint8)
     for lr_patch, hr_patch in zip(lr_patches, hr_patches):
         downscaled = images.downscale(hr_patch, scale)
         assert np.abs(downscaled.astype(np.float64) - lr_patch).mean() < 2
@@ -204,7 +206,7 @@ def test_random_patches_augment_lr_and_hr_identically():
     lr_patches, hr_patches = data.random_patches(
         lr_image, hr_image, tf.constant([0, 1], tf.int64), scale=scale, patch_size=8, count=16
     )
-    lr_patches, hr_patches = lr_patches.numpy(), hr_patches.numpy()
+    lr_patches, hr_patches = lr_patches.numpy().astype(np.uint8), hr_patches.numpy().astype(np.uint8)
     # The augmentation is on: some patches are flipped or rotated, not plain crops...
     assert not all(is_plain_crop(patch, lr_image) for patch in lr_patches)
     # ...and every flip/rotation was applied to both halves of the pair.
