@@ -19,6 +19,7 @@ Modules, one concern each:
 - ``grid``     -- study grid files expanded into configurations (pure)
 - ``sweep``    -- running a grid as child runs, each in its own process, resumable (no TensorFlow)
 - ``findings``, ``plots`` -- the comparison table and its figures (pure pandas / matplotlib)
+- ``stale_runs`` -- runs ``mlflow run`` left RUNNING before the project started: found, closed
 - ``statistics`` -- paired comparisons of configurations by seed (t-intervals, Holm, verdicts)
 - ``workflows`` -- train, evaluate and upscale: the glue between the pure pieces and MLflow
 - ``comparison`` -- ``compare``: query, table, figures, the comparison run (no TensorFlow)

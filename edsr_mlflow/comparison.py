@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import findings, plots, run_store, statistics, tracking
-from .errors import TrackingError
+from .errors import NothingToCompare
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +62,21 @@ def compare_run(
     With ``comparisons`` (pairs of run names, a grid file's pre-declared ones), also the paired
     per-seed differences of ``comparison_metrics`` (``paired_comparisons.csv`` / ``.md``).
 
-    Raises ``TrackingError`` when the store is unreachable, the experiment or parent run
-    unknown, or no run can be compared.
+    Raises ``TrackingError`` when the store is unreachable or the experiment or parent run
+    unknown; ``NothingToCompare`` (one) when no run can be compared.
     """
     uri = tracking.check_tracking_server()
     scope = run_store.comparison_scope(experiment, parent_run_id, sweep)
     runs = run_store.training_runs(scope)
     if runs.empty:
-        raise TrackingError(
+        raise NothingToCompare(
             f"no training runs in {scope.description} of {uri}; train some (edsr-mlflow train ...) "
             "or pass another --experiment / --parent-run-id"
         )
     usable, excluded = findings.split_runs(findings.tidy_runs(runs))
     excluded_path = findings.export_excluded(excluded, output_dir)
     if usable.empty:
-        raise TrackingError(
+        raise NothingToCompare(
             f"none of the {len(runs)} training runs in {scope.description} can be compared "
             f"(not FINISHED, or missing metrics): see {excluded_path}"
         )

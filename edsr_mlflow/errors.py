@@ -25,6 +25,10 @@ class TrackingError(UserError):
     exit_code = 3
 
 
+class NothingToCompare(TrackingError):
+    """The store holds no training run that ``compare`` can use (in the scope asked for)."""
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 

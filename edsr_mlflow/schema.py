@@ -18,6 +18,8 @@ TRAIN, EVALUATE, SWEEP, COMPARISON = "train", "evaluate", "sweep", "comparison"
 SWEEP_LAUNCH = "sweep_launch"  # the run `mlflow run -e sweep` made: a record of one launch of a sweep
 SWEEP_TAG = "sweep_name"  # on a sweep's parent run (and its launch records): the grid's name
 SWEEP_PARENT_TAG = "sweep_parent_run_id"  # on a launch record: the parent run of the sweep it ran
+# On a run `mlflow run` left RUNNING before this project started, closed by `runs clean --stale`: why.
+CLOSED_STALE_TAG = "edsr_mlflow.closed_stale"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 CONFIG_TAGS = ("upsampler", "blocks", "scale")  # copied from the params, for the UI's filters

@@ -11,7 +11,7 @@ import pytest
 
 from edsr_mlflow import findings, schema
 
-COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "schema", "tracking", "config")
+COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "schema", "tracking", "config", "stale_runs")
 
 
 def test_the_compare_side_never_imports_tensorflow():
