@@ -17,15 +17,17 @@ from pathlib import Path
 import click
 
 from .config import PRECISIONS, STRATEGIES, SUPPORTED_SCALES, UPSAMPLER_NAMES, TrainConfig
-from .errors import UserError
+from .errors import NothingToCompare, TrackingError, UserError
 from .metrics import PROTOCOLS, Y_PROTOCOL
 
 
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow (seconds) with stderr muted. Commands call it once their options are
-    checked, so `--help` and a bad option answer at once. Muted because, on a machine without
-    CUDA, TensorFlow prints lines that no log level silences (they come before its logging
-    starts), and an error must stay one line. An import failure still raises, with its
+    """Imports TensorFlow (seconds) and finds its devices with stderr muted. Commands call it
+    once their options are checked, so `--help` and a bad option answer at once. Muted because,
+    on a machine without CUDA, TensorFlow prints lines that no log level silences (they come
+    before its logging starts) and "failed call to cuInit" when it first looks for a GPU, and an
+    error must stay one line. What of that helps is said in one line: a warning where an NVIDIA
+    driver is present but TensorFlow found no GPU. An import failure still raises, with its
     traceback, once stderr is back."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
@@ -34,11 +36,16 @@ def _import_tensorflow_quietly() -> None:
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        gpus = tensorflow.config.list_physical_devices("GPU")
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    if not gpus and Path("/proc/driver/nvidia/version").exists():
+        click.echo("warning: this machine has an NVIDIA driver but TensorFlow found no GPU, so it runs on the CPU: "
+                   "check nvidia-smi, and install TensorFlow's CUDA libraries (pip install 'tensorflow[and-cuda]')", err=True)
 
 
 DEFAULTS = TrainConfig()
@@ -125,8 +132,11 @@ def main():
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
     _bound_http_retries()
-    # "Creating initial MLflow database tables..." on every new store: not for the user's screen.
+    # Not for the user's screen: "Creating initial MLflow database tables..." on every new store,
+    # four lines of system-metrics monitoring per run, a progress bar per model download.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @main.command()
@@ -207,10 +217,16 @@ def _check_fits_in_memory(config: TrainConfig) -> None:
 
 def _script(name: str) -> str:
     """How to call this environment's ``name`` from here, activated or not: the script beside
-    the running Python (``.venv/bin/mlflow``), relative where that is shorter."""
+    the running Python (``.venv/bin/mlflow``), relative where that is shorter; where there is
+    none (an environment ``mlflow run --env-manager uv`` built, without this package installed),
+    that Python running the module (``python -m edsr_mlflow``, from the project folder)."""
     path = Path(sys.executable).parent / name
     if not path.exists():
-        return name
+        return f"{_shortest_path(Path(sys.executable))} -m {name.replace('-', '_')}"
+    return _shortest_path(path)
+
+
+def _shortest_path(path: Path) -> str:
     relative = os.path.relpath(path)
     return relative if len(relative) < len(str(path)) and not relative.startswith("../..") else str(path)
 
@@ -309,9 +325,15 @@ def compare(experiment, parent_run_id, output_dir, grid_file):
         comparisons, metrics = definition.comparisons, definition.comparison_metrics
     from .comparison import compare_run
     from .findings import excluded_report
+    from .stale_runs import find_stale_runs, stale_note
 
-    outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir,
-                          comparisons=comparisons, comparison_metrics=metrics)
+    try:
+        outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir,
+                              comparisons=comparisons, comparison_metrics=metrics)
+    except NothingToCompare as error:
+        if stale := find_stale_runs():  # e.g. the newcomer's one `mlflow run .`, failed for want of conda
+            raise TrackingError(f"{error}; {stale_note(stale).removeprefix('note: ')}") from None
+        raise
     click.echo(outcome.markdown)
     if outcome.paired_markdown:
         click.echo(outcome.paired_markdown)
@@ -322,6 +344,8 @@ def compare(experiment, parent_run_id, output_dir, grid_file):
         click.echo(f"no samples/*.png logged, left out of the crop grid: {', '.join(outcome.without_samples)}")
     click.echo(f"wrote {len(outcome.files)} files to {output_dir}/; logged them to run {outcome.run_id} "
                f"('comparison' in experiment '{outcome.experiment_name}')")
+    if stale := find_stale_runs():
+        click.echo(stale_note(stale))
 
 
 @main.command()
@@ -364,3 +388,33 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
             click.echo(comparison.paired_markdown)
     if counts["failed"]:
         raise UserError(f"{counts['failed']} of {len(outcomes)} configurations failed (logs in {output_dir}/sweeps/{definition.name}/); run the same command again to retry them")
+
+
+@main.group()
+def runs():
+    """Housekeeping of the tracking store's runs."""
+
+
+@runs.command()
+@click.option("--stale", is_flag=True, help="Close the runs `mlflow run` left RUNNING before this project started in them (e.g. no conda).")
+@click.option("--older-than-minutes", type=click.FloatRange(min=0), default=60.0, help="Only runs started at least this long ago (a younger one may still be building its environment).")
+@click.option("--dry-run", is_flag=True, help="List them; change nothing.")
+@friendly_errors
+def clean(stale, older_than_minutes, dry_run):
+    """Close runs left RUNNING for ever: each is named, marked FAILED and tagged with why."""
+    if not stale:
+        raise UserError("say what to clean: --stale (runs `mlflow run` left RUNNING before this project started)")
+    from .stale_runs import close_stale_run, find_stale_runs
+    from .tracking import check_tracking_server
+
+    uri = check_tracking_server()
+    found = find_stale_runs(older_than_minutes)
+    if not found:
+        click.echo(f"no stale runs in {uri} (RUNNING, made by `mlflow run`, never started by this project, "
+                   f"older than {older_than_minutes:g} min)")
+        return
+    for run in found:
+        if not dry_run:
+            close_stale_run(run)
+        click.echo(f"{'would close' if dry_run else 'closed'} {run.describe()}{'' if dry_run else ': FAILED'}")
+    click.echo(f"{'would close' if dry_run else 'closed'} {len(found)} stale run(s) in {uri}")

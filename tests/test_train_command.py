@@ -4,6 +4,7 @@ fails, how it resumes. Tiny models on the bundled sample photos; seconds per run
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,54 @@ def test_mlflow_run_of_the_project(tracking_store, tmp_path):
     assert run.data.tags[schema.PRECISION_REASON_TAG] == expected.reason
     assert run.data.tags[schema.XLA_TAG] == str(expected.xla)
     assert f"precision {expected.policy}" in done.stdout + done.stderr
+
+
+def test_next_steps_run_the_package_as_a_module_where_its_script_is_missing(tmp_path, monkeypatch):
+    """An environment `mlflow run --env-manager uv` builds has the dependencies, not this package."""
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    (python.parent / "mlflow").touch()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(python))
+    assert cli._script("edsr-mlflow") == "env/bin/python -m edsr_mlflow"
+    assert cli._script("mlflow") == "env/bin/mlflow"
+
+
+def pypi_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_mlflow_run_without_conda_builds_the_environment_with_uv(tracking_store, tmp_path):
+    """The README's first training command on a machine without conda: MLflow builds a virtualenv
+    from conda.yaml's pip list with uv (from PyPI) and trains in it, this environment unused."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    if shutil.which("uv", path=path) is None:
+        pytest.skip("uv is not installed (make setup installs it)")
+    if not pypi_reachable():
+        pytest.skip("pypi.org is not reachable: uv cannot build the environment")
+    env = {**os.environ, "PATH": path, "MLFLOW_ENV_ROOT": str(tmp_path / "envs")}
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "uv",
+        "-P", "dataset=sample", "-P", "blocks=1", "-P", "filters=8", "-P", "epochs=1", "-P", "steps_per_epoch=3",
+        "-P", "patch_size=16", "-P", "batch_size=4",
+    ]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = all_runs()
+    assert_complete_training_run(run, TrainConfig(dataset="sample", blocks=1, filters=8, epochs=1, steps_per_epoch=3, patch_size=16, batch_size=4))
+    assert run.data.tags["mlflow.project.env"] == "uv"
+    (python,) = (tmp_path / "envs").glob("mlflow-*/bin/python")
+    # The next steps name that environment's Python, which has no edsr-mlflow script: as a module.
+    assert f"{python} -m edsr_mlflow compare" in done.stdout, done.stdout
+    assert "cuInit" not in done.stderr and "oneDNN supports" not in done.stderr
 
 
 # Refused by TrainConfig or the memory check: before anything touches the tracking store.
