@@ -1,6 +1,7 @@
 """Where runs land, whichever the launcher: the named default experiment marked as model training
 (so MLflow 3's UI is not in GenAI mode for it), MLflow's own experiment choices, and one sweep
-that `edsr-mlflow sweep` and `mlflow run -e sweep` both resume and compare whole (issue 11)."""
+that `edsr-mlflow sweep` and `mlflow run -e sweep` both resume and compare whole (issue 11), and
+the compare entry point of `mlflow run`."""
 
 from __future__ import annotations
 
@@ -182,3 +183,12 @@ def test_a_sweep_resumes_and_compares_whole_whichever_the_launcher(tracking_stor
     assert "0 trained, 2 already finished, 0 failed" in third.output
     assert len(runs_of_kind(schema.TRAIN)) == 2
     assert all(r.info.status != "RUNNING" for r in all_runs())
+
+    # The compare entry point, as the README shows it.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    compared = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", "compare",
+                               "-P", "experiment=launch-grid", "-P", f"output_dir={tmp_path / 'table'}", "--experiment-name", "launch-grid"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    assert len((tmp_path / "table" / "findings.csv").read_text().splitlines()) == 3  # header + one row per upsampler
+    assert all(r.info.status == "FINISHED" for r in all_runs())

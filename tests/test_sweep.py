@@ -97,38 +97,6 @@ def test_sweep_isolates_failures_resumes_and_compares(tracking_store, tmp_path):
     assert all(r.info.status != "RUNNING" for r in mlflow.search_runs(experiment_names=["sweep-test"], output_format="list"))
 
 
-@pytest.mark.slow
-def test_sweep_and_compare_entry_points_of_mlflow_run(tracking_store, tmp_path):
-    """`mlflow run . --env-manager local -e sweep ...` then `-e compare ...`, as the README shows."""
-    import os
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    grid = write_grid(
-        tmp_path / "tiny.yaml", name="tiny", experiment="entry-points",
-        grid={"upsampler": ["subpixel", "transpose"]},
-        fixed={"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4, "epochs": 1, "steps_per_epoch": 2},
-    )
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    mlflow_run = [sys.executable, "-m", "mlflow", "run", str(root), "--env-manager", "local"]
-    swept = subprocess.run([*mlflow_run, "-e", "sweep", "-P", f"grid={grid}", "-P", "max_parallel=2",
-                            "-P", f"output_dir={tmp_path / 'out'}", "--experiment-name", "entry-points"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert swept.returncode == 0, swept.stderr[-3000:]
-    finished = [r for r in children("entry-points") if r.info.status == "FINISHED"]
-    assert sorted(r.data.params["upsampler"] for r in finished) == ["subpixel", "transpose"]
-
-    compared = subprocess.run([*mlflow_run, "-e", "compare", "-P", "experiment=entry-points",
-                               "-P", f"output_dir={tmp_path / 'table'}", "--experiment-name", "entry-points"],
-                              env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert compared.returncode == 0, compared.stderr[-3000:]
-    table = (tmp_path / "table" / "findings.csv").read_text().splitlines()
-    assert len(table) == 3  # header + one row per upsampler
-    runs = mlflow.search_runs(experiment_names=["entry-points"], output_format="list")
-    assert all(r.info.status == "FINISHED" for r in runs)
-
-
 # ---------------------------------------------------------------- bookkeeping (issue 10)
 
 

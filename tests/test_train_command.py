@@ -33,29 +33,6 @@ def test_train_command_records_a_complete_run(tracking_store, tiny_params):
     assert (training.latest_checkpoint(Path("checkpoints") / run.info.run_id) / training.CHECKPOINT_FILE).exists()
 
 
-@pytest.mark.slow
-def test_mlflow_run_of_the_project(tracking_store, tmp_path):
-    """`mlflow run . --env-manager local` with the issue's parameters, as a user would."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local",
-        "-P", "upsampler=transpose", "-P", "blocks=8", "-P", "dataset=sample", "-P", "epochs=2",
-        "-P", "steps_per_epoch=10", "-P", "filters=8", "-P", "patch_size=16", "-P", "batch_size=4",
-    ]
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = all_runs()
-    config = TrainConfig(upsampler="transpose", blocks=8, dataset="sample", epochs=2, steps_per_epoch=10, filters=8, patch_size=16, batch_size=4)
-    assert_complete_training_run(run, config)
-    # precision=auto, the default: what it meant on this machine is logged and printed
-    expected = choose_precision("auto", gpu_capability=None, flags=cpu_flags())
-    assert run.data.params["precision"] == "auto"
-    assert run.data.tags[schema.PRECISION_USED_TAG] == expected.policy
-    assert run.data.tags[schema.PRECISION_REASON_TAG] == expected.reason
-    assert run.data.tags[schema.XLA_TAG] == str(expected.xla)
-    assert f"precision {expected.policy}" in done.stdout + done.stderr
-
-
 def test_next_steps_run_the_package_as_a_module_where_its_script_is_missing(tmp_path, monkeypatch):
     """An environment `mlflow run --env-manager uv` builds has the dependencies, not this package."""
     python = tmp_path / "env" / "bin" / "python"
@@ -68,40 +45,52 @@ def test_next_steps_run_the_package_as_a_module_where_its_script_is_missing(tmp_
     assert cli._script("mlflow") == "env/bin/mlflow"
 
 
-def pypi_reachable() -> bool:
+def uv_usable(path: str) -> str:
+    """Why `mlflow run --env-manager uv` cannot run here ("" if it can)."""
     import socket
 
+    if shutil.which("uv", path=path) is None:
+        return "uv is not installed (make setup installs it)"
     try:
         socket.create_connection(("pypi.org", 443), timeout=5).close()
-        return True
     except OSError:
-        return False
+        return "pypi.org is not reachable, so uv cannot build the environment"
+    return ""
 
 
 @pytest.mark.slow
-def test_mlflow_run_without_conda_builds_the_environment_with_uv(tracking_store, tmp_path):
-    """The README's first training command on a machine without conda: MLflow builds a virtualenv
-    from conda.yaml's pip list with uv (from PyPI) and trains in it, this environment unused."""
+def test_mlflow_run_of_the_project_as_the_readme_shows(tracking_store, tmp_path):
+    """The README's first training command, on a machine without conda: MLflow builds a
+    virtualenv from conda.yaml's pip list with uv (from PyPI) and trains in it, this environment
+    unused. Where uv cannot run, the same command in this environment (--env-manager local)."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    if shutil.which("uv", path=path) is None:
-        pytest.skip("uv is not installed (make setup installs it)")
-    if not pypi_reachable():
-        pytest.skip("pypi.org is not reachable: uv cannot build the environment")
+    if why_not := uv_usable(path):
+        print(f"--env-manager local: {why_not}")
+    env_manager = "local" if why_not else "uv"
     env = {**os.environ, "PATH": path, "MLFLOW_ENV_ROOT": str(tmp_path / "envs")}
     command = [
-        sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "uv",
-        "-P", "dataset=sample", "-P", "blocks=1", "-P", "filters=8", "-P", "epochs=1", "-P", "steps_per_epoch=3",
-        "-P", "patch_size=16", "-P", "batch_size=4",
+        sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", env_manager,
+        "-P", "upsampler=transpose", "-P", "blocks=8", "-P", "dataset=sample", "-P", "epochs=2",
+        "-P", "steps_per_epoch=3", "-P", "filters=8", "-P", "patch_size=16", "-P", "batch_size=4",
     ]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = all_runs()
-    assert_complete_training_run(run, TrainConfig(dataset="sample", blocks=1, filters=8, epochs=1, steps_per_epoch=3, patch_size=16, batch_size=4))
-    assert run.data.tags["mlflow.project.env"] == "uv"
-    (python,) = (tmp_path / "envs").glob("mlflow-*/bin/python")
-    # The next steps name that environment's Python, which has no edsr-mlflow script: as a module.
-    assert f"{python} -m edsr_mlflow compare" in done.stdout, done.stdout
+    config = TrainConfig(upsampler="transpose", blocks=8, dataset="sample", epochs=2, steps_per_epoch=3, filters=8, patch_size=16, batch_size=4)
+    assert_complete_training_run(run, config)
+    # precision=auto, the default: what it meant on this machine is logged and printed
+    expected = choose_precision("auto", gpu_capability=None, flags=cpu_flags())
+    assert run.data.params["precision"] == "auto"
+    assert run.data.tags[schema.PRECISION_USED_TAG] == expected.policy
+    assert run.data.tags[schema.PRECISION_REASON_TAG] == expected.reason
+    assert run.data.tags[schema.XLA_TAG] == str(expected.xla)
+    assert f"precision {expected.policy}" in done.stdout
     assert "cuInit" not in done.stderr and "oneDNN supports" not in done.stderr
+    if env_manager == "uv":
+        assert run.data.tags["mlflow.project.env"] == "uv"
+        (python,) = (tmp_path / "envs").glob("mlflow-*/bin/python")
+        # The next steps name that environment's Python, which has no edsr-mlflow script: as a module.
+        assert f"{python} -m edsr_mlflow compare" in done.stdout, done.stdout
 
 
 # Refused by TrainConfig or the memory check: before anything touches the tracking store.
