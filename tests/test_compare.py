@@ -90,7 +90,7 @@ def study(tmp_path_factory, migrated_store):
             log_training_run(client, study_id, upsampler="subpixel", blocks=2, seed=seed, val_psnr=33.0 + seed, train_time_s=50.0)
             log_training_run(client, study_id, upsampler="transpose", blocks=1, seed=seed, val_psnr=29.0, train_time_s=5.0)
             log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=seed, val_psnr=30.0, train_time_s=15.0,
-                             extra_params={"epochs": EPOCHS + seed})
+                             extra_params={"learning_rate": 0.001 * seed})
         ids["failed"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=9, val_psnr=99.0, train_time_s=1.0, status="FAILED")
         ids["running"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=8, val_psnr=99.0, train_time_s=1.0, status="RUNNING")
         ids["no_ssim"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=7, val_psnr=99.0, train_time_s=1.0, drop=("val_ssim", "train_time_s"))
@@ -103,7 +103,20 @@ def study(tmp_path_factory, migrated_store):
             log_training_run(client, sweep_id, upsampler="nearest", blocks=1, seed=seed, val_psnr=28.5 + seed, train_time_s=3.0, parent_run_id=parent)
         log_training_run(client, sweep_id, upsampler="bilinear", blocks=1, seed=1, val_psnr=20.0, train_time_s=3.0)
         client.create_experiment("empty")
+
+        # 'budgets': one configuration trained with two budgets, and a model below bicubic (28 dB).
+        budgets_id = client.create_experiment("budgets")
+        for seed, psnr, seconds in ((1, 31.0, 10.0), (2, 32.0, 12.0)):
+            log_training_run(client, budgets_id, upsampler="subpixel", blocks=1, seed=seed, val_psnr=psnr, train_time_s=seconds,
+                             extra_params=SHORT_BUDGET)
+        log_training_run(client, budgets_id, upsampler="subpixel", blocks=1, seed=1, val_psnr=34.0, train_time_s=100.0,
+                         extra_params={**SHORT_BUDGET, "epochs": 30})
+        log_training_run(client, budgets_id, upsampler="transpose", blocks=1, seed=1, val_psnr=27.0, train_time_s=8.0,
+                         extra_params=SHORT_BUDGET)
         yield ids
+
+
+SHORT_BUDGET = {"epochs": EPOCHS, "steps_per_epoch": 100, "patch_size": 24, "batch_size": 4, "time_budget_s": 0.0, "precision": "float32"}
 
 
 def row(table, **keys) -> pd.Series:
@@ -132,7 +145,7 @@ def test_aggregates_seeds_per_configuration_with_mean_std_and_count(study):
         ("subpixel", 1, 8), ("subpixel", 1, 16), ("subpixel", 2, 8), ("transpose", 1, 8), ("transpose", 2, 8),
     ]
     # Params other than the seed that differ inside a row are named, not hidden.
-    assert row(table, upsampler="transpose", blocks=2)["differing_params"] == "epochs"
+    assert row(table, upsampler="transpose", blocks=2)["differing_params"] == "learning_rate"
     assert row(table, upsampler="transpose", blocks=1)["differing_params"] == ""
 
 
@@ -271,3 +284,69 @@ def test_mean_std_text_shows_what_there_is():
     assert findings.mean_std_text(31.0, 1.0, 2) == "31.00 ± 1.00"
     assert findings.mean_std_text(31.0, float("nan"), 2) == "31.00"
     assert findings.mean_std_text(float("nan"), float("nan"), 2) == ""
+
+
+# ---------------------------------------------------------------- budgets, bicubic, Pareto, error bars (issue 11)
+
+
+def test_budget_label_names_what_sets_the_amount_of_training():
+    assert findings.budget_label(10, 1000, 48, 16) == "10x1000 steps, 48 px, batch 16"
+    assert findings.budget_label(10, 1000, 48, 16, time_budget_s=600.0) == "10x1000 steps, 48 px, batch 16, 600 s limit"
+    assert findings.budget_label(10, 1000, 48, 16, time_budget_s=0.0, precision="mixed_bfloat16") == "10x1000 steps, 48 px, batch 16, mixed_bfloat16"
+    assert findings.budget_label(3, float("nan"), None, None) == "3 epochs"
+    assert findings.budget_label() == "unknown budget"
+    runs = pd.DataFrame({
+        "param:epochs": ["10", "10.0", "20"], "param:steps_per_epoch": ["100"] * 3, "param:patch_size": ["24"] * 3,
+        "param:batch_size": ["4"] * 3, "param:time_budget_s": ["0", "0.0", "0"], "param:precision": ["float32"] * 3,
+    })
+    # Spellings of one number are one budget; the precision is named only where it differs.
+    assert findings.budget_labels(runs).tolist() == ["10x100 steps, 24 px, batch 4"] * 2 + ["20x100 steps, 24 px, batch 4"]
+    mixed = runs.assign(**{"param:precision": ["float32", "float32", "mixed_bfloat16"]})
+    assert findings.budget_labels(mixed).tolist()[1:] == ["10x100 steps, 24 px, batch 4, float32", "20x100 steps, 24 px, batch 4, mixed_bfloat16"]
+
+
+def test_runs_of_one_configuration_with_different_budgets_are_never_pooled(study):
+    table, _ = findings.findings_table(run_store.training_runs(run_store.comparison_scope("budgets", None)))
+    short, long = "3x100 steps, 24 px, batch 4", "30x100 steps, 24 px, batch 4"
+    assert list(table[["upsampler", "budget", "n"]].itertuples(index=False, name=None)) == [
+        ("subpixel", short, 2), ("subpixel", long, 1), ("transpose", short, 1),
+    ]
+    assert row(table, upsampler="subpixel", budget=short)["val_psnr_mean"] == pytest.approx(31.5)  # not (31 + 32 + 34) / 3
+    assert row(table, upsampler="subpixel", budget=long)["val_psnr_mean"] == pytest.approx(34.0)
+    assert table["differing_params"].tolist() == ["", "", ""]
+    # The curve and sample of each row come from a run of that row's budget.
+    curves = findings.representative_runs(findings.split_runs(findings.tidy_runs(
+        run_store.training_runs(run_store.comparison_scope("budgets", None))))[0])
+    assert curves["label"].tolist() == [f"edsr_x2_b1_f8_subpixel ({short})", f"edsr_x2_b1_f8_subpixel ({long})",
+                                        f"edsr_x2_b1_f8_transpose ({short})"]
+
+
+def test_one_budget_keeps_the_table_as_it_was(study):
+    table, _ = findings.findings_table(run_store.training_runs(run_store.comparison_scope("study", None)))
+    assert table["budget"].unique().tolist() == ["3 epochs"]
+    shown = findings.display_table(table)
+    assert list(shown.columns[:6]) == ["scale", "upsampler", "blocks", "filters", "runs", "params"]
+    assert findings.table_notes(table) == []
+    assert findings.markdown_table(shown, findings.table_notes(table)) == findings.markdown_table(shown)
+
+
+def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.main, ["compare", "--experiment", "budgets", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    notes = [
+        "- rows were trained with different budgets: compare PSNR only between rows of the same budget",
+    ]
+    markdown = (out / "findings.md").read_text()
+    for text in (result.stdout, markdown):
+        assert "| scale | upsampler | blocks | filters | budget | runs |" in text
+        assert "| x2 | subpixel | 1 | 8 | 30x100 steps, 24 px, batch 4 | 1 |" in text
+        for note in notes:
+            assert note in text, note
+    lines = markdown.splitlines()
+    assert lines[lines.index(notes[0]) - 1] == ""  # a list under the table, not a table row
+    html = (out / "findings.html").read_text()
+    assert "rows were trained with different budgets" in html and 'class="findings-notes"' in html
+    latex = (out / "findings.tex").read_text()
+    assert r"\multicolumn" in latex
+
