@@ -204,9 +204,10 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
     of the 95 % t-interval of the mean; NaN for one run) for each of
     :func:`value_columns` (PSNR and gains in dB, SSIM 0..1, ``train_time_s`` seconds,
     ``step_time_ms`` and ``eval_<dataset>_ms_per_mp`` milliseconds); ``eval_<dataset>_n``
-    (runs evaluated on that dataset); ``pareto`` (no configuration of the same scale trains
-    faster and scores a higher mean validation PSNR); ``differing_params`` (params other than
-    the seed that differ between the runs of the row; "" when none).
+    (runs evaluated on that dataset); ``pareto`` (:func:`pareto_by_scale`: compared with at
+    least one other configuration of the same scale and budget, and none of them trains faster
+    and scores a higher mean validation PSNR); ``differing_params`` (params other than the seed
+    that differ between the runs of the row; "" when none).
     """
     usable = with_budget(usable)
     keys = list(ROW_KEYS)
@@ -278,13 +279,39 @@ def pareto_front(cost, quality) -> np.ndarray:
     return on_front
 
 
+def pareto_groups(table: pd.DataFrame) -> np.ndarray:
+    """The group number of each row for the Pareto front: its scale (PSNRs of different scales
+    are not comparable) and, where the table has one, its budget (nor are those of different
+    training budgets)."""
+    if table.empty:
+        return np.zeros(0, dtype=int)
+    keys = ["scale", "budget"] if "budget" in table.columns else ["scale"]
+    return table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+
+
+def pareto_ranked(table: pd.DataFrame) -> np.ndarray:
+    """True where the Pareto front means something for a row: it has a mean training time and
+    validation PSNR, and at least one other row of its scale and budget has both."""
+    if table.empty:
+        return np.zeros(0, dtype=bool)
+    cost = table["train_time_s_mean"].to_numpy(dtype=float)
+    quality = table["val_psnr_mean"].to_numpy(dtype=float)
+    valid = ~(np.isnan(cost) | np.isnan(quality))
+    groups = pareto_groups(table)
+    comparable = np.bincount(groups[valid], minlength=groups.max() + 1)  # rows with both, per group
+    return valid & (comparable[groups] >= 2)
+
+
 def pareto_by_scale(table: pd.DataFrame) -> np.ndarray:
-    """The Pareto front of mean training time vs mean validation PSNR, within each scale
-    (PSNRs of different scales are not comparable)."""
+    """The Pareto front of mean training time vs mean validation PSNR, within each scale and
+    budget (:func:`pareto_groups`). Only :func:`pareto_ranked` rows can be on it: a row alone
+    in its group, or without a training time, never is."""
     on_front = np.zeros(len(table), dtype=bool)
-    for _, rows in table.groupby("scale").groups.items():
-        positions = table.index.get_indexer(rows)
-        on_front[positions] = pareto_front(table["train_time_s_mean"].to_numpy()[positions], table["val_psnr_mean"].to_numpy()[positions])
+    ranked, groups = pareto_ranked(table), pareto_groups(table)
+    cost, quality = table["train_time_s_mean"].to_numpy(dtype=float), table["val_psnr_mean"].to_numpy(dtype=float)
+    for group in np.unique(groups[ranked]):
+        positions = np.flatnonzero(ranked & (groups == group))
+        on_front[positions] = pareto_front(cost[positions], quality[positions])
     return on_front
 
 
@@ -368,7 +395,8 @@ MIXED_BUDGETS_NOTE = "rows were trained with different budgets: compare PSNR onl
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     """The table for people: strings, mean ± half-width of its 95 % t-interval over seeds in one
     cell (the mean alone for one run), units in the headers. A ``budget`` column only where
-    rows differ in budget (:func:`table_notes` then says so)."""
+    rows differ in budget; ``Pareto`` says yes only on a front that means something
+    (:func:`pareto_by_scale`). :func:`table_notes` says what these mean."""
     shown = pd.DataFrame({
         "scale": "x" + table["scale"].astype(str),
         "upsampler": table["upsampler"],
@@ -394,10 +422,19 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
 
 def table_notes(table: pd.DataFrame) -> list[str]:
     """What a reader must know to read the table, one line each ([] in the common case of one
-    budget): budgets that differ between rows."""
+    budget and a Pareto front over several configurations): budgets that differ between
+    rows, and Pareto cells left blank."""
     notes = []
     if several_budgets(table):
         notes.append(MIXED_BUDGETS_NOTE)
+    ranked = pareto_ranked(table)
+    timed = table["train_time_s_mean"].notna().all()
+    if len(table) and not ranked.any():
+        notes.append("no Pareto front: one configuration per scale and budget" if timed else
+                     "no Pareto front: fewer than two configurations with a training time per scale and budget")
+    elif (~ranked).any():
+        notes.append(f"Pareto: only among configurations of one scale and budget; {int((~ranked).sum())} row(s) "
+                     "with no other to compare against" + ("" if timed else " or without a training time") + " left blank")
     return notes
 
 

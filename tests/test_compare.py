@@ -336,6 +336,7 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
     assert result.exit_code == 0, result.output
     notes = [
         "- rows were trained with different budgets: compare PSNR only between rows of the same budget",
+        "- Pareto: only among configurations of one scale and budget; 1 row(s) with no other to compare against left blank",
     ]
     markdown = (out / "findings.md").read_text()
     for text in (result.stdout, markdown):
@@ -349,4 +350,44 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
     assert "rows were trained with different budgets" in html and 'class="findings-notes"' in html
     latex = (out / "findings.tex").read_text()
     assert r"\multicolumn" in latex
+    csv = pd.read_csv(out / "findings.csv")
+    pareto = dict(zip(csv["budget"] + " " + csv["upsampler"], csv["pareto"]))
+    # The lone 30x100 row has nothing of its budget to be compared with: not on any front.
+    assert pareto == {"3x100 steps, 24 px, batch 4 subpixel": True, "30x100 steps, 24 px, batch 4 subpixel": False,
+                      "3x100 steps, 24 px, batch 4 transpose": True}
 
+
+def pareto_table(scale, cost, quality, budget=None) -> pd.DataFrame:
+    table = pd.DataFrame({"scale": scale, "train_time_s_mean": cost, "val_psnr_mean": quality})
+    return table if budget is None else table.assign(budget=budget)
+
+
+def test_pareto_needs_another_configuration_of_the_same_scale_and_budget():
+    # One row per scale: nothing to be on a front against.
+    assert findings.pareto_by_scale(pareto_table([2, 4], [10.0, 10.0], [30.0, 30.0])).tolist() == [False, False]
+    # Two rows of one scale but different budgets: not compared either.
+    assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, 20.0], [30.0, 31.0], ["a", "b"])).tolist() == [False, False]
+    assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, 20.0], [30.0, 31.0], ["a", "a"])).tolist() == [True, True]
+    # A row without a training time is never on the front, nor makes another row comparable.
+    assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, np.nan], [30.0, 35.0])).tolist() == [False, False]
+    assert findings.pareto_by_scale(pareto_table([2, 2, 2], [10.0, 20.0, np.nan], [30.0, 31.0, 35.0])).tolist() == [True, True, False]
+    assert findings.pareto_by_scale(pareto_table([], [], [])).tolist() == []
+
+
+def tidy_rows(rows: list[dict]) -> pd.DataFrame:
+    """Runs as findings.split_runs returns them: config keys, seed, required metrics, budget params."""
+    return pd.DataFrame([{
+        "run_id": f"r{i}", "scale": 2, "filters": 8, "seed": 1, "params_count": 1000, "macs_per_lr_pixel": 900,
+        "val_ssim": 0.9, "step_time_ms": 5.0, "val_psnr_gain": r["val_psnr"] - 28.0, "param:epochs": "3", **r,
+    } for i, r in enumerate(rows)])
+
+
+def test_no_pareto_front_leaves_the_column_blank_and_says_why():
+    usable = tidy_rows([{"scale": 2, "upsampler": "subpixel", "blocks": 1, "val_psnr": 30.0, "train_time_s": 10.0},
+                        {"scale": 4, "upsampler": "subpixel", "blocks": 1, "val_psnr": 26.0, "val_psnr_gain": 0.5, "train_time_s": 10.0}])
+    table = findings.aggregate(usable)
+    assert not table["pareto"].any()
+    assert findings.display_table(table)["Pareto"].tolist() == ["", ""]
+    assert findings.table_notes(table) == ["no Pareto front: one configuration per scale and budget"]
+    timeless = table.assign(train_time_s_mean=[np.nan, 10.0])
+    assert findings.table_notes(timeless) == ["no Pareto front: fewer than two configurations with a training time per scale and budget"]
