@@ -389,14 +389,30 @@ def mean_std_text(mean: float, std: float, decimals: int, plus_minus: str = "±"
     return f"{mean:.{decimals}f} {plus_minus} {std:.{decimals}f}"
 
 
+# Marks a gain over bicubic below 0 dB; :func:`table_notes` says what it means.
+BELOW_BICUBIC_MARK = "†"
 MIXED_BUDGETS_NOTE = "rows were trained with different budgets: compare PSNR only between rows of the same budget"
+
+
+def gain_columns(columns) -> list[str]:
+    """The gain-over-bicubic metrics among :func:`value_columns` (``val_psnr_gain``,
+    ``eval_<set>_gain``)."""
+    return [c for c in value_columns(columns) if c == "val_psnr_gain" or ((key := parse_eval_key(c)) and key.measure == "gain")]
+
+
+def below_bicubic(table: pd.DataFrame) -> np.ndarray:
+    """True where a row's mean gain over bicubic (validation or any benchmark) is below 0 dB:
+    the model is worse than the interpolation it learns to improve, i.e. under-trained."""
+    gains = [f"{c}_mean" for c in gain_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")])]
+    return (table[gains].to_numpy(dtype=float) < 0).any(axis=1) if gains else np.zeros(len(table), dtype=bool)
 
 
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     """The table for people: strings, mean ± half-width of its 95 % t-interval over seeds in one
     cell (the mean alone for one run), units in the headers. A ``budget`` column only where
-    rows differ in budget; ``Pareto`` says yes only on a front that means something
-    (:func:`pareto_by_scale`). :func:`table_notes` says what these mean."""
+    rows differ in budget; a gain below 0 dB carries :data:`BELOW_BICUBIC_MARK`; ``Pareto``
+    says yes only on a front that means something (:func:`pareto_by_scale`). :func:`table_notes`
+    says what these mean."""
     shown = pd.DataFrame({
         "scale": "x" + table["scale"].astype(str),
         "upsampler": table["upsampler"],
@@ -409,10 +425,12 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     shown["params"] = [f"{v:,.0f}" if pd.notna(v) else "" for v in table["params_count"]]
     shown["MACs/LR px"] = [f"{v:,.0f}" if pd.notna(v) else "" for v in table["macs_per_lr_pixel"]]
     columns = [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+    gains = set(gain_columns(columns))
     for column in value_columns(columns):
         decimals = _decimals(column)
         shown[_header(column)] = [
-            mean_std_text(m, s, decimals, plus_minus) for m, s in zip(table[f"{column}_mean"], table[f"{column}_ci95"])
+            mean_std_text(m, s, decimals, plus_minus) + (f" {BELOW_BICUBIC_MARK}" if column in gains and m < 0 else "")
+            for m, s in zip(table[f"{column}_mean"], table[f"{column}_ci95"])
         ]
     shown["Pareto"] = np.where(table["pareto"], "yes", "")
     if table["differing_params"].astype(bool).any():
@@ -422,11 +440,15 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
 
 def table_notes(table: pd.DataFrame) -> list[str]:
     """What a reader must know to read the table, one line each ([] in the common case of one
-    budget and a Pareto front over several configurations): budgets that differ between
-    rows, and Pareto cells left blank."""
+    budget, every model above bicubic and a Pareto front over several configurations):
+    budgets that differ between rows, rows below bicubic, and Pareto cells left blank."""
     notes = []
     if several_budgets(table):
         notes.append(MIXED_BUDGETS_NOTE)
+    below = below_bicubic(table)
+    if below.any():
+        budgets = "; ".join(dict.fromkeys(table.loc[below, "budget"])) if "budget" in table.columns else ""
+        notes.append(f"{BELOW_BICUBIC_MARK} below bicubic: under-trained{f' ({budgets})' if budgets else ''}; train longer")
     ranked = pareto_ranked(table)
     timed = table["train_time_s_mean"].notna().all()
     if len(table) and not ranked.any():
@@ -473,7 +495,7 @@ def latex_table(table: pd.DataFrame) -> str:
 
 
 def _latex_symbols(text: str) -> str:
-    return text.replace("\x00", r"$\pm$")
+    return text.replace("\x00", r"$\pm$").replace(BELOW_BICUBIC_MARK, r"$^\dagger$")
 
 
 def _latex_escape(text: str) -> str:

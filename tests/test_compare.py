@@ -328,6 +328,7 @@ def test_one_budget_keeps_the_table_as_it_was(study):
     assert list(shown.columns[:6]) == ["scale", "upsampler", "blocks", "filters", "runs", "params"]
     assert findings.table_notes(table) == []
     assert findings.markdown_table(shown, findings.table_notes(table)) == findings.markdown_table(shown)
+    assert "†" not in findings.markdown_table(shown)
 
 
 def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
@@ -336,12 +337,14 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
     assert result.exit_code == 0, result.output
     notes = [
         "- rows were trained with different budgets: compare PSNR only between rows of the same budget",
+        "- † below bicubic: under-trained (3x100 steps, 24 px, batch 4); train longer",
         "- Pareto: only among configurations of one scale and budget; 1 row(s) with no other to compare against left blank",
     ]
     markdown = (out / "findings.md").read_text()
     for text in (result.stdout, markdown):
         assert "| scale | upsampler | blocks | filters | budget | runs |" in text
         assert "| x2 | subpixel | 1 | 8 | 30x100 steps, 24 px, batch 4 | 1 |" in text
+        assert "| -1.00 † |" in text  # transpose: 27 dB against bicubic's 28
         for note in notes:
             assert note in text, note
     lines = markdown.splitlines()
@@ -349,7 +352,7 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
     html = (out / "findings.html").read_text()
     assert "rows were trained with different budgets" in html and 'class="findings-notes"' in html
     latex = (out / "findings.tex").read_text()
-    assert r"\multicolumn" in latex
+    assert r"\multicolumn" in latex and r"-1.00 $^\dagger$" in latex and "under-trained" in latex
     csv = pd.read_csv(out / "findings.csv")
     pareto = dict(zip(csv["budget"] + " " + csv["upsampler"], csv["pareto"]))
     # The lone 30x100 row has nothing of its budget to be compared with: not on any front.
@@ -391,3 +394,22 @@ def test_no_pareto_front_leaves_the_column_blank_and_says_why():
     assert findings.table_notes(table) == ["no Pareto front: one configuration per scale and budget"]
     timeless = table.assign(train_time_s_mean=[np.nan, 10.0])
     assert findings.table_notes(timeless) == ["no Pareto front: fewer than two configurations with a training time per scale and budget"]
+
+
+def test_a_model_below_bicubic_is_marked_with_its_budget():
+    usable = tidy_rows([{"upsampler": "subpixel", "blocks": 1, "val_psnr": 24.63, "train_time_s": 10.0, "param:steps_per_epoch": "5"},
+                        {"upsampler": "subpixel", "blocks": 2, "val_psnr": 30.0, "train_time_s": 20.0, "param:steps_per_epoch": "5"}])
+    table = findings.aggregate(usable)
+    assert findings.below_bicubic(table).tolist() == [True, False]
+    assert findings.display_table(table)["gain (dB)"].tolist() == ["-3.37 †", "2.00"]
+    assert findings.table_notes(table) == ["† below bicubic: under-trained (3x5 steps); train longer"]
+    # A benchmark's gain below 0 dB marks the row too.
+    evaluated = table.assign(val_psnr_gain_mean=[1.0, 2.0], eval_set5_gain_mean=[0.5, -0.2], eval_set5_gain_ci95=np.nan)
+    assert findings.below_bicubic(evaluated).tolist() == [False, True]
+    assert findings.display_table(evaluated)["set5 gain (dB)"].tolist() == ["0.50", "-0.20 †"]
+
+
+def test_train_says_a_model_below_bicubic_is_under_trained():
+    below = cli.trained_line("abc", "edsr_x2_b1_f8_subpixel", 24.63, -3.37, 12.0)
+    assert below == "run abc (edsr_x2_b1_f8_subpixel): val PSNR 24.63 dB, -3.37 dB over bicubic (below bicubic: under-trained, train longer), 12 s of training"
+    assert "under-trained" not in cli.trained_line("abc", "edsr_x2_b1_f8_subpixel", 30.0, 2.0, 12.0)
