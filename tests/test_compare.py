@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow.entities import Metric, Param
 
-from edsr_mlflow import cli, findings, run_store, schema
+from edsr_mlflow import cli, findings, plots, run_store, schema
 from edsr_mlflow.errors import TrackingError
 
 from helpers import copy_migrated_store
@@ -413,3 +413,38 @@ def test_train_says_a_model_below_bicubic_is_under_trained():
     below = cli.trained_line("abc", "edsr_x2_b1_f8_subpixel", 24.63, -3.37, 12.0)
     assert below == "run abc (edsr_x2_b1_f8_subpixel): val PSNR 24.63 dB, -3.37 dB over bicubic (below bicubic: under-trained, train longer), 12 s of training"
     assert "under-trained" not in cli.trained_line("abc", "edsr_x2_b1_f8_subpixel", 30.0, 2.0, 12.0)
+
+
+def plot_table(n: list[int], pareto: list[bool] | None = None) -> pd.DataFrame:
+    return pd.DataFrame({
+        "scale": 2, "upsampler": ["subpixel", "subpixel"], "blocks": [1, 2], "filters": 8, "n": n,
+        "val_psnr_mean": [30.0, 31.0], "val_psnr_std": [np.nan if k < 2 else 0.5 for k in n],
+        "train_time_s_mean": [10.0, 20.0], "train_time_s_std": [np.nan if k < 2 else 1.0 for k in n],
+        "pareto": pareto or [False, False],
+    })
+
+
+def error_bars(figure) -> int:
+    from matplotlib.container import ErrorbarContainer
+
+    return sum(isinstance(c, ErrorbarContainer) for ax in figure.axes for c in ax.containers)
+
+
+@pytest.mark.parametrize("draw", [plots.psnr_vs_blocks, plots.psnr_vs_training_time])
+def test_error_bars_are_drawn_and_claimed_only_with_two_seeds(draw):
+    single = draw(plot_table([1, 1]))
+    assert "one seed per point, no error bars" in single.get_suptitle() and "std over seeds" not in single.get_suptitle()
+    assert error_bars(single) == 0 and any(ax.lines for ax in single.axes)
+    seeded = draw(plot_table([3, 3]))
+    assert "error bars: std over seeds" in seeded.get_suptitle() and "no error bars" not in seeded.get_suptitle()
+    assert error_bars(seeded) > 0
+    assert "none where one seed" in draw(plot_table([3, 1])).get_suptitle()
+
+
+def test_psnr_vs_training_time_claims_a_front_only_where_there_is_one():
+    none = plots.psnr_vs_training_time(plot_table([1, 1]))
+    assert "no Pareto front" in none.get_suptitle() and "ringed" not in none.get_suptitle()
+    assert not any("Pareto" in str(line.get_label()) for ax in none.axes for line in ax.lines)
+    front = plots.psnr_vs_training_time(plot_table([1, 1], pareto=[True, True]))
+    assert "ringed: Pareto front" in front.get_suptitle()
+    assert any(line.get_label() == "Pareto front" for ax in front.axes for line in ax.lines)
