@@ -185,10 +185,8 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, then_evaluat
     if outcome.run_id is None:
         click.echo(f"worker done: {outcome.result.state.epoch} epochs in step with the chief, which logged the run")
         return
-    click.echo(
-        f"run {outcome.run_id} ({outcome.config.run_name}): val PSNR {outcome.result.final_val_psnr:.2f} dB, "
-        f"{m['val_psnr_gain']:+.2f} dB over bicubic, {m['train_time_s']:.0f} s of training"
-    )
+    click.echo(trained_line(outcome.run_id, outcome.config.run_name, outcome.result.final_val_psnr,
+                            m["val_psnr_gain"], m["train_time_s"]))
     click.echo(f"precision {outcome.precision.policy}{' with XLA' if outcome.precision.xla else ''}: {outcome.precision.reason}")
     browse = _browse_hint(outcome.run_id)
     click.echo("next:")
@@ -201,6 +199,16 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, then_evaluat
         run_id, evaluations = evaluate_model(f"runs:/{outcome.run_id}/model", _dataset_names(then_evaluate),
                                              benchmark_root=benchmark_root or None)
         _echo_evaluations(evaluations, Y_PROTOCOL.name, self_ensemble=False, run_id=run_id)
+
+
+def trained_line(run_id: str, run_name: str, val_psnr: float, gain_db: float, train_time_s: float) -> str:
+    """What ``train`` says of the run it logged: validation PSNR and gain over bicubic (dB),
+    training time (s); a model below bicubic is said to be under-trained, not left to read
+    as a result."""
+    line = f"run {run_id} ({run_name}): val PSNR {val_psnr:.2f} dB, {gain_db:+.2f} dB over bicubic"
+    if gain_db < 0:
+        line += " (below bicubic: under-trained, train longer)"
+    return f"{line}, {train_time_s:.0f} s of training"
 
 
 def _check_fits_in_memory(config: TrainConfig) -> None:

@@ -3,8 +3,10 @@
 Input is the DataFrame of :func:`run_store.training_runs` (MLflow's ``search_runs`` columns:
 ``run_id``, ``status``, ``params.<name>`` as strings, ``metrics.<name>`` latest values,
 ``tags.<name>``). A configuration is (scale, upsampler, blocks, filters), where the upsampler
-is shown with its controls (``transpose_k6``, ``subpixel_icnr``: ``schema.upsampler_variant``); its runs (seeds)
-are aggregated as mean, sample standard deviation (NaN for a single run) and count.
+is shown with its controls (``transpose_k6``, ``subpixel_icnr``: ``schema.upsampler_variant``). A row
+is a configuration trained with one budget (``schema.BUDGET_PARAMS``: epochs, steps, patch,
+batch, time limit, precision): its runs (seeds) are aggregated as mean, sample standard
+deviation (NaN for a single run) and count; runs of other budgets are rows of their own.
 
 Runs that cannot be compared (not FINISHED, a needed metric or param missing) are never
 dropped silently: :func:`split_runs` returns them with the reason.
@@ -12,16 +14,20 @@ dropped silently: :func:`split_runs` returns them with the reason.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .schema import DEFAULT_TRANSPOSE_KERNEL, MODEL_FACTS, EvalKey, parse_eval_key, run_name, upsampler_variant
+from .schema import BUDGET_PARAMS, DEFAULT_TRANSPOSE_KERNEL, MODEL_FACTS, EvalKey, parse_eval_key, run_name, upsampler_variant
 
 CONFIG_KEYS = ("scale", "upsampler", "blocks", "filters")
+# What a row of the table is: a configuration trained with one budget (never pooled across budgets).
+ROW_KEYS = (*CONFIG_KEYS, "budget")
 INTEGER_PARAMS = ("scale", "blocks", "filters")
 # Metrics a run needs to be compared; their latest value is the final one.
 REQUIRED_METRICS = ("val_psnr", "val_psnr_gain", "val_ssim", "train_time_s", "step_time_ms")
@@ -109,6 +115,69 @@ def split_runs(tidy: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return usable.reset_index(drop=True), excluded.sort_values(["status", "run_name", "run_id"], ignore_index=True)
 
 
+# ---------------------------------------------------------------- training budgets
+
+
+def budget_label(epochs=None, steps_per_epoch=None, patch_size=None, batch_size=None,
+                 time_budget_s=None, precision=None) -> str:
+    """How much training a run had, as tables show it: ``10x1000 steps, 48 px, batch 16``
+    (epochs x steps per epoch, LR patch side in pixels, patches per step), then ``600 s limit``
+    for a non-zero time budget (seconds) and the precision where one is given. Unknown parts
+    (None, NaN) are left out; "unknown budget" when every part is."""
+    parts = []
+    if _known(epochs) and _known(steps_per_epoch):
+        parts.append(f"{_number(epochs)}x{_number(steps_per_epoch)} steps")
+    elif _known(epochs):
+        parts.append(f"{_number(epochs)} epochs")
+    elif _known(steps_per_epoch):
+        parts.append(f"{_number(steps_per_epoch)} steps per epoch")
+    if _known(patch_size):
+        parts.append(f"{_number(patch_size)} px")
+    if _known(batch_size):
+        parts.append(f"batch {_number(batch_size)}")
+    if _known(time_budget_s) and float(time_budget_s) > 0:
+        parts.append(f"{_number(time_budget_s)} s limit")
+    if _known(precision) and str(precision):
+        parts.append(str(precision))
+    return ", ".join(parts) or "unknown budget"
+
+
+def _known(value) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def _number(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def budget_labels(runs: pd.DataFrame) -> pd.Series:
+    """The :func:`budget_label` of each run, from the ``param:<name>`` columns of
+    :func:`tidy_runs` (spellings such as "10" and "10.0" are one budget). The precision is
+    named only where the runs do not all share one."""
+    numeric = [name for name in BUDGET_PARAMS if name != "precision"]
+    values = {name: pd.to_numeric(_column(runs, f"param:{name}"), errors="coerce") for name in numeric}
+    precision = _column(runs, "param:precision")
+    values["precision"] = precision if precision.nunique(dropna=False) > 1 else pd.Series([None] * len(runs), index=runs.index, dtype=object)
+    labels = [budget_label(**dict(zip(values, row))) for row in zip(*values.values())]
+    return pd.Series(labels, index=runs.index, dtype=object)
+
+
+def with_budget(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``budget`` column (:func:`budget_labels`) unless it has one."""
+    return runs if "budget" in runs.columns else runs.assign(budget=budget_labels(runs))
+
+
+def several_budgets(frame: pd.DataFrame) -> bool:
+    """Whether the rows (or runs) of ``frame`` were trained with more than one budget."""
+    return "budget" in frame.columns and frame["budget"].nunique() > 1
+
+
+def _natural_key(text: str) -> list:
+    """Sorts ``3x100 steps`` before ``10x100 steps``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
+
+
 # ---------------------------------------------------------------- tidy runs -> table
 
 
@@ -127,18 +196,21 @@ def value_columns(columns) -> list[str]:
 
 
 def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration, sorted by scale, upsampler, blocks, filters.
+    """One row per configuration and training budget, sorted by scale, upsampler, blocks,
+    filters, budget (runs of one configuration with different budgets are never pooled).
 
-    Columns: the config keys; ``n`` (runs, i.e. seeds); ``params_count``,
+    Columns: the config keys; ``budget`` (:func:`budget_label`); ``n`` (runs, i.e. seeds); ``params_count``,
     ``macs_per_lr_pixel``; ``<metric>_mean``, ``<metric>_std`` and ``<metric>_ci95`` (half-width
     of the 95 % t-interval of the mean; NaN for one run) for each of
     :func:`value_columns` (PSNR and gains in dB, SSIM 0..1, ``train_time_s`` seconds,
     ``step_time_ms`` and ``eval_<dataset>_ms_per_mp`` milliseconds); ``eval_<dataset>_n``
-    (runs evaluated on that dataset); ``pareto`` (no configuration of the same scale trains
-    faster and scores a higher mean validation PSNR); ``differing_params`` (params other than
-    the seed that differ between the runs of the row; "" when none).
+    (runs evaluated on that dataset); ``pareto`` (:func:`pareto_by_scale`: compared with at
+    least one other configuration of the same scale and budget, and none of them trains faster
+    and scores a higher mean validation PSNR); ``differing_params`` (params other than the seed
+    that differ between the runs of the row; "" when none).
     """
-    keys = list(CONFIG_KEYS)
+    usable = with_budget(usable)
+    keys = list(ROW_KEYS)
     # Benchmark columns only where a compared run has a value (excluded runs may have some).
     present = [c for c in usable.columns if not c.startswith("eval_") or usable[c].notna().any()]
     values = value_columns(present)
@@ -158,16 +230,24 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
         table[f"{column}_ci95"] = np.where(counts >= 2, t * table[f"{column}_std"].to_numpy() / np.sqrt(np.maximum(counts, 1)), np.nan)
     table["pareto"] = pareto_by_scale(table)
     table["differing_params"] = differing_params(usable, table[keys])
-    return table
+    return sort_rows(table)
+
+
+def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` sorted by the config keys, then budget in natural order (3x100 before 10x100)."""
+    order = {b: i for i, b in enumerate(sorted(frame["budget"].unique(), key=_natural_key))}
+    return frame.sort_values(list(ROW_KEYS), key=lambda c: c.map(order) if c.name == "budget" else c,
+                             kind="stable", ignore_index=True)
 
 
 def differing_params(usable: pd.DataFrame, configurations: pd.DataFrame) -> list[str]:
-    """For each row of ``configurations`` (config keys), the names of the params other than
-    the seed that differ between its runs in ``usable``, comma-separated ("" when none)."""
+    """For each row of ``configurations`` (config keys and budget), the names of the params
+    other than the seed that differ between its runs in ``usable``, comma-separated ("" when none)."""
+    usable = with_budget(usable)
     params = [c for c in usable.columns if c.startswith("param:")]
     if not params or usable.empty:
         return [""] * len(configurations)
-    counts = usable.groupby(list(CONFIG_KEYS))[params].nunique(dropna=False)
+    counts = usable.groupby(list(ROW_KEYS))[params].nunique(dropna=False)
     names = {key: ", ".join(c.removeprefix("param:") for c in counts.columns[row > 1]) for key, row in zip(counts.index, counts.to_numpy())}
     return [names.get(tuple(key), "") for key in configurations.itertuples(index=False)]
 
@@ -199,13 +279,39 @@ def pareto_front(cost, quality) -> np.ndarray:
     return on_front
 
 
+def pareto_groups(table: pd.DataFrame) -> np.ndarray:
+    """The group number of each row for the Pareto front: its scale (PSNRs of different scales
+    are not comparable) and, where the table has one, its budget (nor are those of different
+    training budgets)."""
+    if table.empty:
+        return np.zeros(0, dtype=int)
+    keys = ["scale", "budget"] if "budget" in table.columns else ["scale"]
+    return table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+
+
+def pareto_ranked(table: pd.DataFrame) -> np.ndarray:
+    """True where the Pareto front means something for a row: it has a mean training time and
+    validation PSNR, and at least one other row of its scale and budget has both."""
+    if table.empty:
+        return np.zeros(0, dtype=bool)
+    cost = table["train_time_s_mean"].to_numpy(dtype=float)
+    quality = table["val_psnr_mean"].to_numpy(dtype=float)
+    valid = ~(np.isnan(cost) | np.isnan(quality))
+    groups = pareto_groups(table)
+    comparable = np.bincount(groups[valid], minlength=groups.max() + 1)  # rows with both, per group
+    return valid & (comparable[groups] >= 2)
+
+
 def pareto_by_scale(table: pd.DataFrame) -> np.ndarray:
-    """The Pareto front of mean training time vs mean validation PSNR, within each scale
-    (PSNRs of different scales are not comparable)."""
+    """The Pareto front of mean training time vs mean validation PSNR, within each scale and
+    budget (:func:`pareto_groups`). Only :func:`pareto_ranked` rows can be on it: a row alone
+    in its group, or without a training time, never is."""
     on_front = np.zeros(len(table), dtype=bool)
-    for _, rows in table.groupby("scale").groups.items():
-        positions = table.index.get_indexer(rows)
-        on_front[positions] = pareto_front(table["train_time_s_mean"].to_numpy()[positions], table["val_psnr_mean"].to_numpy()[positions])
+    ranked, groups = pareto_ranked(table), pareto_groups(table)
+    cost, quality = table["train_time_s_mean"].to_numpy(dtype=float), table["val_psnr_mean"].to_numpy(dtype=float)
+    for group in np.unique(groups[ranked]):
+        positions = np.flatnonzero(ranked & (groups == group))
+        on_front[positions] = pareto_front(cost[positions], quality[positions])
     return on_front
 
 
@@ -218,14 +324,25 @@ def configuration_labels(frame: pd.DataFrame) -> list[str]:
     return [run_name(r.scale, r.blocks, r.filters, r.upsampler) for r in frame.itertuples()]
 
 
+def row_labels(frame: pd.DataFrame) -> list[str]:
+    """:func:`configuration_labels`, with the budget in brackets where the rows have several
+    (``edsr_x2_b1_f8_subpixel (3x100 steps, 24 px, batch 4)``)."""
+    names = configuration_labels(frame)
+    if not several_budgets(frame):
+        return names
+    return [f"{name} ({budget})" for name, budget in zip(names, frame["budget"])]
+
+
 def representative_runs(usable: pd.DataFrame) -> pd.DataFrame:
-    """One run per configuration, the seed whose final validation PSNR is nearest the
-    configuration's mean: columns config keys, ``run_id``, ``label``, sorted like the table."""
-    keys = list(CONFIG_KEYS)
+    """One run per row of the table (configuration and budget), the seed whose final
+    validation PSNR is nearest the row's mean: columns config keys, ``budget``, ``run_id``,
+    ``label`` (:func:`row_labels`), sorted like the table."""
+    usable = with_budget(usable)
+    keys = list(ROW_KEYS)
     distance = (usable["val_psnr"] - usable.groupby(keys)["val_psnr"].transform("mean")).abs()
     ranked = usable.assign(distance=distance).sort_values([*keys, "distance", "run_id"])
-    chosen = ranked.drop_duplicates(keys)[[*keys, "run_id"]].reset_index(drop=True)
-    chosen["label"] = configuration_labels(chosen)
+    chosen = sort_rows(ranked.drop_duplicates(keys)[[*keys, "run_id"]])
+    chosen["label"] = row_labels(chosen)
     return chosen
 
 
@@ -272,22 +389,48 @@ def mean_std_text(mean: float, std: float, decimals: int, plus_minus: str = "±"
     return f"{mean:.{decimals}f} {plus_minus} {std:.{decimals}f}"
 
 
+# Marks a gain over bicubic below 0 dB; :func:`table_notes` says what it means.
+BELOW_BICUBIC_MARK = "†"
+MIXED_BUDGETS_NOTE = "rows were trained with different budgets: compare PSNR only between rows of the same budget"
+
+
+def gain_columns(columns) -> list[str]:
+    """The gain-over-bicubic metrics among :func:`value_columns` (``val_psnr_gain``,
+    ``eval_<set>_gain``)."""
+    return [c for c in value_columns(columns) if c == "val_psnr_gain" or ((key := parse_eval_key(c)) and key.measure == "gain")]
+
+
+def below_bicubic(table: pd.DataFrame) -> np.ndarray:
+    """True where a row's mean gain over bicubic (validation or any benchmark) is below 0 dB:
+    the model is worse than the interpolation it learns to improve, i.e. under-trained."""
+    gains = [f"{c}_mean" for c in gain_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")])]
+    return (table[gains].to_numpy(dtype=float) < 0).any(axis=1) if gains else np.zeros(len(table), dtype=bool)
+
+
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     """The table for people: strings, mean ± half-width of its 95 % t-interval over seeds in one
-    cell (the mean alone for one run), units in the headers."""
+    cell (the mean alone for one run), units in the headers. A ``budget`` column only where
+    rows differ in budget; a gain below 0 dB carries :data:`BELOW_BICUBIC_MARK`; ``Pareto``
+    says yes only on a front that means something (:func:`pareto_by_scale`). :func:`table_notes`
+    says what these mean."""
     shown = pd.DataFrame({
         "scale": "x" + table["scale"].astype(str),
         "upsampler": table["upsampler"],
         "blocks": table["blocks"].astype(str),
         "filters": table["filters"].astype(str),
-        "runs": table["n"].astype(str),
-        "params": [f"{v:,.0f}" if pd.notna(v) else "" for v in table["params_count"]],
-        "MACs/LR px": [f"{v:,.0f}" if pd.notna(v) else "" for v in table["macs_per_lr_pixel"]],
     })
-    for column in value_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]):
+    if several_budgets(table):
+        shown["budget"] = table["budget"].astype(str)
+    shown["runs"] = table["n"].astype(str)
+    shown["params"] = [f"{v:,.0f}" if pd.notna(v) else "" for v in table["params_count"]]
+    shown["MACs/LR px"] = [f"{v:,.0f}" if pd.notna(v) else "" for v in table["macs_per_lr_pixel"]]
+    columns = [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+    gains = set(gain_columns(columns))
+    for column in value_columns(columns):
         decimals = _decimals(column)
         shown[_header(column)] = [
-            mean_std_text(m, s, decimals, plus_minus) for m, s in zip(table[f"{column}_mean"], table[f"{column}_ci95"])
+            mean_std_text(m, s, decimals, plus_minus) + (f" {BELOW_BICUBIC_MARK}" if column in gains and m < 0 else "")
+            for m, s in zip(table[f"{column}_mean"], table[f"{column}_ci95"])
         ]
     shown["Pareto"] = np.where(table["pareto"], "yes", "")
     if table["differing_params"].astype(bool).any():
@@ -295,22 +438,64 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     return shown
 
 
-def markdown_table(shown: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of string cells."""
+def table_notes(table: pd.DataFrame) -> list[str]:
+    """What a reader must know to read the table, one line each ([] in the common case of one
+    budget, every model above bicubic and a Pareto front over several configurations):
+    budgets that differ between rows, rows below bicubic, and Pareto cells left blank."""
+    notes = []
+    if several_budgets(table):
+        notes.append(MIXED_BUDGETS_NOTE)
+    below = below_bicubic(table)
+    if below.any():
+        budgets = "; ".join(dict.fromkeys(table.loc[below, "budget"])) if "budget" in table.columns else ""
+        notes.append(f"{BELOW_BICUBIC_MARK} below bicubic: under-trained{f' ({budgets})' if budgets else ''}; train longer")
+    ranked = pareto_ranked(table)
+    timed = table["train_time_s_mean"].notna().all()
+    if len(table) and not ranked.any():
+        notes.append("no Pareto front: one configuration per scale and budget" if timed else
+                     "no Pareto front: fewer than two configurations with a training time per scale and budget")
+    elif (~ranked).any():
+        notes.append(f"Pareto: only among configurations of one scale and budget; {int((~ranked).sum())} row(s) "
+                     "with no other to compare against" + ("" if timed else " or without a training time") + " left blank")
+    return notes
+
+
+def markdown_table(shown: pd.DataFrame, notes: list[str] = ()) -> str:
+    """A GitHub-flavoured Markdown table of string cells, the ``notes`` as a list under it."""
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
     rows = [line(shown.columns), "|" + "|".join("---" for _ in shown.columns) + "|"]
     rows += [line(row) for row in shown.itertuples(index=False)]
-    return "\n".join(rows) + "\n"
+    text = "\n".join(rows) + "\n"
+    return text + "".join(["\n", *(f"- {note}\n" for note in notes)]) if notes else text
+
+
+def html_table(table: pd.DataFrame) -> str:
+    """An HTML table of :func:`display_table`, the :func:`table_notes` as a list under it."""
+    text = display_table(table).to_html(index=False, border=0, classes="findings")
+    notes = table_notes(table)
+    if notes:
+        text += '\n<ul class="findings-notes">\n' + "".join(f"<li>{html.escape(n)}</li>\n" for n in notes) + "</ul>"
+    return text
 
 
 def latex_table(table: pd.DataFrame) -> str:
-    """A booktabs ``tabular`` of :func:`display_table`."""
+    """A booktabs ``tabular`` of :func:`display_table`, the :func:`table_notes` as rows
+    spanning the table at its foot."""
     shown = display_table(table, plus_minus="\x00")
-    escaped = shown.map(_latex_escape).map(lambda s: s.replace("\x00", r"$\pm$"))
+    escaped = shown.map(_latex_escape).map(_latex_symbols)
     escaped.columns = [_latex_escape(c) for c in shown.columns]
-    return escaped.to_latex(index=False, escape=False, column_format="l" * len(shown.columns))
+    text = escaped.to_latex(index=False, escape=False, column_format="l" * len(shown.columns))
+    notes = table_notes(table)
+    if notes:
+        rows = "".join(rf"\multicolumn{{{len(shown.columns)}}}{{l}}{{{_latex_symbols(_latex_escape(n))}}} \\" + "\n" for n in notes)
+        text = text.replace("\\bottomrule", "\\midrule\n" + rows + "\\bottomrule")
+    return text
+
+
+def _latex_symbols(text: str) -> str:
+    return text.replace("\x00", r"$\pm$").replace(BELOW_BICUBIC_MARK, r"$^\dagger$")
 
 
 def _latex_escape(text: str) -> str:
@@ -330,14 +515,14 @@ def export_table(table: pd.DataFrame, output_dir: Path) -> dict[str, Path]:
     """Writes the table as Markdown, CSV, HTML, LaTeX and JSON into ``output_dir``.
 
     CSV and JSON hold every number at full precision (NaN: empty / null); Markdown, HTML and
-    LaTeX hold :func:`display_table`. Returns {format: path}. Existing files are replaced.
+    LaTeX hold :func:`display_table` with the :func:`table_notes` under it. Returns
+    {format: path}. Existing files are replaced.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {fmt: output_dir / name for fmt, name in EXPORT_NAMES.items()}
-    shown = display_table(table)
-    paths["markdown"].write_text(markdown_table(shown))
+    paths["markdown"].write_text(markdown_table(display_table(table), table_notes(table)))
     table.to_csv(paths["csv"], index=False)
-    paths["html"].write_text(shown.to_html(index=False, border=0, classes="findings"))
+    paths["html"].write_text(html_table(table))
     paths["latex"].write_text(latex_table(table))
     records = json.loads(table.to_json(orient="records", double_precision=15))
     paths["json"].write_text(json.dumps(records, indent=2) + "\n")

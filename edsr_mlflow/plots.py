@@ -16,6 +16,32 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+ONE_SEED = "one seed per point, no error bars"
+
+
+def has_spread(table: pd.DataFrame) -> bool:
+    """Whether some row of the findings table has two or more runs (``n``), so a standard
+    deviation over seeds to draw as an error bar."""
+    return bool((table["n"] >= 2).any()) if "n" in table.columns else False
+
+
+def error_bar_text(table: pd.DataFrame) -> str:
+    """What the error bars of a figure of ``table`` are, for its title."""
+    if not has_spread(table):
+        return ONE_SEED
+    return "error bars: std over seeds" + ("" if (table["n"] >= 2).all() else ", none where one seed")
+
+
+def _budgets(table: pd.DataFrame) -> list[str]:
+    """The table's budgets where its rows have several (each then drawn apart), else [None]."""
+    if "budget" not in table.columns or table["budget"].nunique() < 2:
+        return [None]
+    return list(dict.fromkeys(table["budget"]))
+
+
+def _of_budget(table: pd.DataFrame, budget) -> pd.DataFrame:
+    return table if budget is None else table[table["budget"] == budget]
 
 
 def upsampler_colours(upsamplers) -> dict[str, tuple]:
@@ -39,18 +65,23 @@ def _panels(scales, title: str, width: float = 5.5, height: float = 4.0) -> tupl
 
 def psnr_vs_blocks(table: pd.DataFrame) -> Figure:
     """Mean validation PSNR against residual blocks, one line per upsampler (and per filter
-    count where several were run); error bars: standard deviation over seeds."""
-    figure, axes = _panels(table["scale"], "Validation PSNR vs residual blocks (error bars: std over seeds)")
+    count where several were run, per budget where several were); error bars: standard
+    deviation over seeds, drawn (and named in the title) only where some row has two seeds."""
+    figure, axes = _panels(table["scale"], f"Validation PSNR vs residual blocks\n({error_bar_text(table)})")
     colours = upsampler_colours(table["upsampler"])
     several_filters = table["filters"].nunique() > 1
     filter_styles = {f: LINESTYLES[i % len(LINESTYLES)] for i, f in enumerate(sorted(table["filters"].unique()))}
-    for (scale, upsampler, filters), rows in table.groupby(["scale", "upsampler", "filters"]):
-        rows = rows.sort_values("blocks")
-        axes[scale].errorbar(
-            rows["blocks"], rows["val_psnr_mean"], yerr=rows["val_psnr_std"].fillna(0.0),
-            color=colours[upsampler], linestyle=filter_styles[filters], marker="o", capsize=3,
-            label=f"{upsampler} f{filters}" if several_filters else upsampler,
-        )
+    spread = has_spread(table)
+    for index, budget in enumerate(_budgets(table)):
+        for (scale, upsampler, filters), rows in _of_budget(table, budget).groupby(["scale", "upsampler", "filters"]):
+            rows = rows.sort_values("blocks")
+            label = f"{upsampler} f{filters}" if several_filters else upsampler
+            style = {"color": colours[upsampler], "linestyle": filter_styles[filters], "marker": MARKERS[index % len(MARKERS)],
+                     "label": label if budget is None else f"{label} ({budget})"}
+            if spread:  # a row of one run has a NaN std: no bar
+                axes[scale].errorbar(rows["blocks"], rows["val_psnr_mean"], yerr=rows["val_psnr_std"], capsize=3, **style)
+            else:
+                axes[scale].plot(rows["blocks"], rows["val_psnr_mean"], **style)
     for ax in axes.values():
         ax.set_xticks(sorted(table["blocks"].unique()))
         ax.set_xlabel("residual blocks")
@@ -89,24 +120,35 @@ def psnr_per_epoch(histories: pd.DataFrame, curves: pd.DataFrame) -> Figure:
 
 
 def psnr_vs_training_time(table: pd.DataFrame) -> Figure:
-    """Mean validation PSNR against mean training time, error bars in both directions; the
-    configurations on the Pareto front (``pareto`` column) are ringed and joined."""
-    figure, axes = _panels(table["scale"], "Validation PSNR vs training time (ringed: Pareto front)")
+    """Mean validation PSNR against mean training time, error bars in both directions where
+    some row has two seeds; the configurations on the Pareto front (``pareto`` column, one
+    front per scale and budget) are ringed and joined. The title says which of these it shows."""
+    front_text = "ringed: Pareto front" if table["pareto"].any() else "no Pareto front"
+    figure, axes = _panels(table["scale"], f"Validation PSNR vs training time\n({front_text}; {error_bar_text(table)})")
     colours = upsampler_colours(table["upsampler"])
-    for upsampler, rows in table.groupby("upsampler"):
-        for scale, panel_rows in rows.groupby("scale"):
-            axes[scale].errorbar(
-                panel_rows["train_time_s_mean"], panel_rows["val_psnr_mean"],
-                xerr=panel_rows["train_time_s_std"].fillna(0.0), yerr=panel_rows["val_psnr_std"].fillna(0.0),
-                color=colours[upsampler], marker="o", linestyle="none", capsize=3, label=upsampler,
-            )
+    spread = has_spread(table)
+    for index, budget in enumerate(_budgets(table)):
+        marker = MARKERS[index % len(MARKERS)]
+        for (upsampler, scale), rows in _of_budget(table, budget).groupby(["upsampler", "scale"]):
+            style = {"color": colours[upsampler], "marker": marker, "linestyle": "none",
+                     "label": upsampler if budget is None else f"{upsampler} ({budget})"}
+            if spread:  # a row of one run has NaN stds: no bars
+                axes[scale].errorbar(rows["train_time_s_mean"], rows["val_psnr_mean"], xerr=rows["train_time_s_std"],
+                                     yerr=rows["val_psnr_std"], capsize=3, **style)
+            else:
+                axes[scale].plot(rows["train_time_s_mean"], rows["val_psnr_mean"], **style)
+        for scale, rows in _of_budget(table, budget).groupby("scale"):
+            front = rows[rows["pareto"]].sort_values("train_time_s_mean")
+            if front.empty:
+                continue
+            ax = axes[scale]
+            ax.step(front["train_time_s_mean"], front["val_psnr_mean"], where="post", color="black", linewidth=1, alpha=0.6,
+                    label="Pareto front" if budget is None else f"Pareto front ({budget})")
+            ax.scatter(front["train_time_s_mean"], front["val_psnr_mean"], s=160, facecolors="none", edgecolors="black", zorder=3)
     for scale, rows in table.groupby("scale"):
         ax = axes[scale]
         for row in rows.itertuples():
             ax.annotate(f"b{row.blocks}", (row.train_time_s_mean, row.val_psnr_mean), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
-        front = rows[rows["pareto"]].sort_values("train_time_s_mean")
-        ax.step(front["train_time_s_mean"], front["val_psnr_mean"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
-        ax.scatter(front["train_time_s_mean"], front["val_psnr_mean"], s=160, facecolors="none", edgecolors="black", zorder=3)
         ax.set_xlabel("training time (s)")
         ax.set_ylabel("validation PSNR (dB, Y)")
         ax.legend(fontsize="small")

@@ -66,6 +66,9 @@ EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_tim
 FINAL_METRICS = ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "bicubic_val_ssim", "val_psnr_gain", "epochs_completed")
 # Logged as params with the configuration.
 MODEL_FACTS = ("params_count", "macs_per_lr_pixel")
+# Params that set how much training a run had (``TrainConfig`` fields): runs that differ in
+# any of them are never pooled as seeds of one configuration, and tables say when they differ.
+BUDGET_PARAMS = ("epochs", "steps_per_epoch", "patch_size", "batch_size", "time_budget_s", "precision")
 
 # ---------------------------------------------------------------- evaluation metrics
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .findings import configuration_labels
+from .findings import configuration_labels, with_budget
 
 PRACTICAL_THRESHOLD_DB = 0.05
 ALPHA = 0.05
@@ -73,19 +73,26 @@ def verdict(mean: float, ci_low: float, ci_high: float, p_holm: float, threshold
 
 
 def labelled(usable: pd.DataFrame) -> pd.DataFrame:
-    """``usable`` runs (findings.split_runs) with a ``label`` column: the configuration's run name."""
-    return usable.assign(label=configuration_labels(usable))
+    """``usable`` runs (findings.split_runs) with a ``label`` column (the configuration's run
+    name) and a ``budget`` column (findings.budget_labels)."""
+    return with_budget(usable).assign(label=configuration_labels(usable))
 
 
 def paired_differences(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series:
-    """``metric`` of configuration ``a`` minus that of ``b``, per seed both have (indexed by seed).
-    ``runs`` is :func:`labelled`; a configuration with several runs of one seed uses their mean."""
+    """``metric`` of configuration ``a`` minus that of ``b``, per seed and training budget both
+    have (indexed by budget and seed): runs of different budgets never pair, nor are averaged.
+    ``runs`` is :func:`labelled`; a configuration with several runs of one seed and budget uses
+    their mean."""
     if metric not in runs.columns:
-        return pd.Series([], dtype=float)
-    per_seed = runs[runs["label"].isin([a, b])].groupby(["label", "seed"])[metric].mean().unstack("label")
+        return _no_pairs()
+    per_seed = runs[runs["label"].isin([a, b])].groupby(["label", "budget", "seed"])[metric].mean().unstack("label")
     if a not in per_seed or b not in per_seed:
-        return pd.Series([], dtype=float)
+        return _no_pairs()
     return (per_seed[a] - per_seed[b]).dropna()
+
+
+def _no_pairs() -> pd.Series:
+    return pd.Series([], dtype=float, index=pd.MultiIndex.from_arrays([[], []], names=["budget", "seed"]))
 
 
 def paired_table(usable: pd.DataFrame, comparisons: list[tuple[str, str]], metrics: list[str]) -> pd.DataFrame:
@@ -100,7 +107,7 @@ def paired_table(usable: pd.DataFrame, comparisons: list[tuple[str, str]], metri
             mean, half = t_interval(d)
             block.append({"metric": metric, "a": a, "b": b, "n": len(d), "mean_diff": mean,
                           "ci_low": mean - half, "ci_high": mean + half, "p": paired_t_p(d),
-                          "seeds": ",".join(str(int(s)) for s in d.index)})
+                          "seeds": ",".join(str(int(s)) for s in d.index.get_level_values("seed"))})
         for row, adjusted in zip(block, holm([r["p"] for r in block])):
             row["p_holm"] = adjusted
             row["verdict"] = verdict(row["mean_diff"], row["ci_low"], row["ci_high"], adjusted)

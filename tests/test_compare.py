@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow.entities import Metric, Param
 
-from edsr_mlflow import cli, findings, run_store, schema
+from edsr_mlflow import cli, findings, plots, run_store, schema
 from edsr_mlflow.errors import TrackingError
 
 from helpers import copy_migrated_store
@@ -90,7 +90,7 @@ def study(tmp_path_factory, migrated_store):
             log_training_run(client, study_id, upsampler="subpixel", blocks=2, seed=seed, val_psnr=33.0 + seed, train_time_s=50.0)
             log_training_run(client, study_id, upsampler="transpose", blocks=1, seed=seed, val_psnr=29.0, train_time_s=5.0)
             log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=seed, val_psnr=30.0, train_time_s=15.0,
-                             extra_params={"epochs": EPOCHS + seed})
+                             extra_params={"learning_rate": 0.001 * seed})
         ids["failed"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=9, val_psnr=99.0, train_time_s=1.0, status="FAILED")
         ids["running"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=8, val_psnr=99.0, train_time_s=1.0, status="RUNNING")
         ids["no_ssim"] = log_training_run(client, study_id, upsampler="transpose", blocks=2, seed=7, val_psnr=99.0, train_time_s=1.0, drop=("val_ssim", "train_time_s"))
@@ -103,7 +103,20 @@ def study(tmp_path_factory, migrated_store):
             log_training_run(client, sweep_id, upsampler="nearest", blocks=1, seed=seed, val_psnr=28.5 + seed, train_time_s=3.0, parent_run_id=parent)
         log_training_run(client, sweep_id, upsampler="bilinear", blocks=1, seed=1, val_psnr=20.0, train_time_s=3.0)
         client.create_experiment("empty")
+
+        # 'budgets': one configuration trained with two budgets, and a model below bicubic (28 dB).
+        budgets_id = client.create_experiment("budgets")
+        for seed, psnr, seconds in ((1, 31.0, 10.0), (2, 32.0, 12.0)):
+            log_training_run(client, budgets_id, upsampler="subpixel", blocks=1, seed=seed, val_psnr=psnr, train_time_s=seconds,
+                             extra_params=SHORT_BUDGET)
+        log_training_run(client, budgets_id, upsampler="subpixel", blocks=1, seed=1, val_psnr=34.0, train_time_s=100.0,
+                         extra_params={**SHORT_BUDGET, "epochs": 30})
+        log_training_run(client, budgets_id, upsampler="transpose", blocks=1, seed=1, val_psnr=27.0, train_time_s=8.0,
+                         extra_params=SHORT_BUDGET)
         yield ids
+
+
+SHORT_BUDGET = {"epochs": EPOCHS, "steps_per_epoch": 100, "patch_size": 24, "batch_size": 4, "time_budget_s": 0.0, "precision": "float32"}
 
 
 def row(table, **keys) -> pd.Series:
@@ -132,7 +145,7 @@ def test_aggregates_seeds_per_configuration_with_mean_std_and_count(study):
         ("subpixel", 1, 8), ("subpixel", 1, 16), ("subpixel", 2, 8), ("transpose", 1, 8), ("transpose", 2, 8),
     ]
     # Params other than the seed that differ inside a row are named, not hidden.
-    assert row(table, upsampler="transpose", blocks=2)["differing_params"] == "epochs"
+    assert row(table, upsampler="transpose", blocks=2)["differing_params"] == "learning_rate"
     assert row(table, upsampler="transpose", blocks=1)["differing_params"] == ""
 
 
@@ -271,3 +284,167 @@ def test_mean_std_text_shows_what_there_is():
     assert findings.mean_std_text(31.0, 1.0, 2) == "31.00 ± 1.00"
     assert findings.mean_std_text(31.0, float("nan"), 2) == "31.00"
     assert findings.mean_std_text(float("nan"), float("nan"), 2) == ""
+
+
+# ---------------------------------------------------------------- budgets, bicubic, Pareto, error bars (issue 11)
+
+
+def test_budget_label_names_what_sets_the_amount_of_training():
+    assert findings.budget_label(10, 1000, 48, 16) == "10x1000 steps, 48 px, batch 16"
+    assert findings.budget_label(10, 1000, 48, 16, time_budget_s=600.0) == "10x1000 steps, 48 px, batch 16, 600 s limit"
+    assert findings.budget_label(10, 1000, 48, 16, time_budget_s=0.0, precision="mixed_bfloat16") == "10x1000 steps, 48 px, batch 16, mixed_bfloat16"
+    assert findings.budget_label(3, float("nan"), None, None) == "3 epochs"
+    assert findings.budget_label() == "unknown budget"
+    runs = pd.DataFrame({
+        "param:epochs": ["10", "10.0", "20"], "param:steps_per_epoch": ["100"] * 3, "param:patch_size": ["24"] * 3,
+        "param:batch_size": ["4"] * 3, "param:time_budget_s": ["0", "0.0", "0"], "param:precision": ["float32"] * 3,
+    })
+    # Spellings of one number are one budget; the precision is named only where it differs.
+    assert findings.budget_labels(runs).tolist() == ["10x100 steps, 24 px, batch 4"] * 2 + ["20x100 steps, 24 px, batch 4"]
+    mixed = runs.assign(**{"param:precision": ["float32", "float32", "mixed_bfloat16"]})
+    assert findings.budget_labels(mixed).tolist()[1:] == ["10x100 steps, 24 px, batch 4, float32", "20x100 steps, 24 px, batch 4, mixed_bfloat16"]
+
+
+def test_runs_of_one_configuration_with_different_budgets_are_never_pooled(study):
+    table, _ = findings.findings_table(run_store.training_runs(run_store.comparison_scope("budgets", None)))
+    short, long = "3x100 steps, 24 px, batch 4", "30x100 steps, 24 px, batch 4"
+    assert list(table[["upsampler", "budget", "n"]].itertuples(index=False, name=None)) == [
+        ("subpixel", short, 2), ("subpixel", long, 1), ("transpose", short, 1),
+    ]
+    assert row(table, upsampler="subpixel", budget=short)["val_psnr_mean"] == pytest.approx(31.5)  # not (31 + 32 + 34) / 3
+    assert row(table, upsampler="subpixel", budget=long)["val_psnr_mean"] == pytest.approx(34.0)
+    assert table["differing_params"].tolist() == ["", "", ""]
+    # The curve and sample of each row come from a run of that row's budget.
+    curves = findings.representative_runs(findings.split_runs(findings.tidy_runs(
+        run_store.training_runs(run_store.comparison_scope("budgets", None))))[0])
+    assert curves["label"].tolist() == [f"edsr_x2_b1_f8_subpixel ({short})", f"edsr_x2_b1_f8_subpixel ({long})",
+                                        f"edsr_x2_b1_f8_transpose ({short})"]
+
+
+def test_one_budget_keeps_the_table_as_it_was(study):
+    table, _ = findings.findings_table(run_store.training_runs(run_store.comparison_scope("study", None)))
+    assert table["budget"].unique().tolist() == ["3 epochs"]
+    shown = findings.display_table(table)
+    assert list(shown.columns[:6]) == ["scale", "upsampler", "blocks", "filters", "runs", "params"]
+    assert findings.table_notes(table) == []
+    assert findings.markdown_table(shown, findings.table_notes(table)) == findings.markdown_table(shown)
+    assert "†" not in findings.markdown_table(shown)
+
+
+def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.main, ["compare", "--experiment", "budgets", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    notes = [
+        "- rows were trained with different budgets: compare PSNR only between rows of the same budget",
+        "- † below bicubic: under-trained (3x100 steps, 24 px, batch 4); train longer",
+        "- Pareto: only among configurations of one scale and budget; 1 row(s) with no other to compare against left blank",
+    ]
+    markdown = (out / "findings.md").read_text()
+    for text in (result.stdout, markdown):
+        assert "| scale | upsampler | blocks | filters | budget | runs |" in text
+        assert "| x2 | subpixel | 1 | 8 | 30x100 steps, 24 px, batch 4 | 1 |" in text
+        assert "| -1.00 † |" in text  # transpose: 27 dB against bicubic's 28
+        for note in notes:
+            assert note in text, note
+    lines = markdown.splitlines()
+    assert lines[lines.index(notes[0]) - 1] == ""  # a list under the table, not a table row
+    html = (out / "findings.html").read_text()
+    assert "rows were trained with different budgets" in html and 'class="findings-notes"' in html
+    latex = (out / "findings.tex").read_text()
+    assert r"\multicolumn" in latex and r"-1.00 $^\dagger$" in latex and "under-trained" in latex
+    csv = pd.read_csv(out / "findings.csv")
+    pareto = dict(zip(csv["budget"] + " " + csv["upsampler"], csv["pareto"]))
+    # The lone 30x100 row has nothing of its budget to be compared with: not on any front.
+    assert pareto == {"3x100 steps, 24 px, batch 4 subpixel": True, "30x100 steps, 24 px, batch 4 subpixel": False,
+                      "3x100 steps, 24 px, batch 4 transpose": True}
+
+
+def pareto_table(scale, cost, quality, budget=None) -> pd.DataFrame:
+    table = pd.DataFrame({"scale": scale, "train_time_s_mean": cost, "val_psnr_mean": quality})
+    return table if budget is None else table.assign(budget=budget)
+
+
+def test_pareto_needs_another_configuration_of_the_same_scale_and_budget():
+    # One row per scale: nothing to be on a front against.
+    assert findings.pareto_by_scale(pareto_table([2, 4], [10.0, 10.0], [30.0, 30.0])).tolist() == [False, False]
+    # Two rows of one scale but different budgets: not compared either.
+    assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, 20.0], [30.0, 31.0], ["a", "b"])).tolist() == [False, False]
+    assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, 20.0], [30.0, 31.0], ["a", "a"])).tolist() == [True, True]
+    # A row without a training time is never on the front, nor makes another row comparable.
+    assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, np.nan], [30.0, 35.0])).tolist() == [False, False]
+    assert findings.pareto_by_scale(pareto_table([2, 2, 2], [10.0, 20.0, np.nan], [30.0, 31.0, 35.0])).tolist() == [True, True, False]
+    assert findings.pareto_by_scale(pareto_table([], [], [])).tolist() == []
+
+
+def tidy_rows(rows: list[dict]) -> pd.DataFrame:
+    """Runs as findings.split_runs returns them: config keys, seed, required metrics, budget params."""
+    return pd.DataFrame([{
+        "run_id": f"r{i}", "scale": 2, "filters": 8, "seed": 1, "params_count": 1000, "macs_per_lr_pixel": 900,
+        "val_ssim": 0.9, "step_time_ms": 5.0, "val_psnr_gain": r["val_psnr"] - 28.0, "param:epochs": "3", **r,
+    } for i, r in enumerate(rows)])
+
+
+def test_no_pareto_front_leaves_the_column_blank_and_says_why():
+    usable = tidy_rows([{"scale": 2, "upsampler": "subpixel", "blocks": 1, "val_psnr": 30.0, "train_time_s": 10.0},
+                        {"scale": 4, "upsampler": "subpixel", "blocks": 1, "val_psnr": 26.0, "val_psnr_gain": 0.5, "train_time_s": 10.0}])
+    table = findings.aggregate(usable)
+    assert not table["pareto"].any()
+    assert findings.display_table(table)["Pareto"].tolist() == ["", ""]
+    assert findings.table_notes(table) == ["no Pareto front: one configuration per scale and budget"]
+    timeless = table.assign(train_time_s_mean=[np.nan, 10.0])
+    assert findings.table_notes(timeless) == ["no Pareto front: fewer than two configurations with a training time per scale and budget"]
+
+
+def test_a_model_below_bicubic_is_marked_with_its_budget():
+    usable = tidy_rows([{"upsampler": "subpixel", "blocks": 1, "val_psnr": 24.63, "train_time_s": 10.0, "param:steps_per_epoch": "5"},
+                        {"upsampler": "subpixel", "blocks": 2, "val_psnr": 30.0, "train_time_s": 20.0, "param:steps_per_epoch": "5"}])
+    table = findings.aggregate(usable)
+    assert findings.below_bicubic(table).tolist() == [True, False]
+    assert findings.display_table(table)["gain (dB)"].tolist() == ["-3.37 †", "2.00"]
+    assert findings.table_notes(table) == ["† below bicubic: under-trained (3x5 steps); train longer"]
+    # A benchmark's gain below 0 dB marks the row too.
+    evaluated = table.assign(val_psnr_gain_mean=[1.0, 2.0], eval_set5_gain_mean=[0.5, -0.2], eval_set5_gain_ci95=np.nan)
+    assert findings.below_bicubic(evaluated).tolist() == [False, True]
+    assert findings.display_table(evaluated)["set5 gain (dB)"].tolist() == ["0.50", "-0.20 †"]
+
+
+def test_train_says_a_model_below_bicubic_is_under_trained():
+    below = cli.trained_line("abc", "edsr_x2_b1_f8_subpixel", 24.63, -3.37, 12.0)
+    assert below == "run abc (edsr_x2_b1_f8_subpixel): val PSNR 24.63 dB, -3.37 dB over bicubic (below bicubic: under-trained, train longer), 12 s of training"
+    assert "under-trained" not in cli.trained_line("abc", "edsr_x2_b1_f8_subpixel", 30.0, 2.0, 12.0)
+
+
+def plot_table(n: list[int], pareto: list[bool] | None = None) -> pd.DataFrame:
+    return pd.DataFrame({
+        "scale": 2, "upsampler": ["subpixel", "subpixel"], "blocks": [1, 2], "filters": 8, "n": n,
+        "val_psnr_mean": [30.0, 31.0], "val_psnr_std": [np.nan if k < 2 else 0.5 for k in n],
+        "train_time_s_mean": [10.0, 20.0], "train_time_s_std": [np.nan if k < 2 else 1.0 for k in n],
+        "pareto": pareto or [False, False],
+    })
+
+
+def error_bars(figure) -> int:
+    from matplotlib.container import ErrorbarContainer
+
+    return sum(isinstance(c, ErrorbarContainer) for ax in figure.axes for c in ax.containers)
+
+
+@pytest.mark.parametrize("draw", [plots.psnr_vs_blocks, plots.psnr_vs_training_time])
+def test_error_bars_are_drawn_and_claimed_only_with_two_seeds(draw):
+    single = draw(plot_table([1, 1]))
+    assert "one seed per point, no error bars" in single.get_suptitle() and "std over seeds" not in single.get_suptitle()
+    assert error_bars(single) == 0 and any(ax.lines for ax in single.axes)
+    seeded = draw(plot_table([3, 3]))
+    assert "error bars: std over seeds" in seeded.get_suptitle() and "no error bars" not in seeded.get_suptitle()
+    assert error_bars(seeded) > 0
+    assert "none where one seed" in draw(plot_table([3, 1])).get_suptitle()
+
+
+def test_psnr_vs_training_time_claims_a_front_only_where_there_is_one():
+    none = plots.psnr_vs_training_time(plot_table([1, 1]))
+    assert "no Pareto front" in none.get_suptitle() and "ringed" not in none.get_suptitle()
+    assert not any("Pareto" in str(line.get_label()) for ax in none.axes for line in ax.lines)
+    front = plots.psnr_vs_training_time(plot_table([1, 1], pareto=[True, True]))
+    assert "ringed: Pareto front" in front.get_suptitle()
+    assert any(line.get_label() == "Pareto front" for ax in front.axes for line in ax.lines)

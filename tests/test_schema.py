@@ -72,3 +72,11 @@ def test_a_model_that_does_not_exist_is_reported_before_tensorflow_loads(command
     assert done.returncode == 3
     assert lines[-2].startswith("error: model runs:/0123456789abcdef0123456789abcdef/model not found")
     assert lines[-1] == "TF_FREE"
+
+
+def test_budget_params_are_training_config_fields():
+    from dataclasses import fields
+
+    from edsr_mlflow.config import TrainConfig
+
+    assert set(schema.BUDGET_PARAMS) <= {f.name for f in fields(TrainConfig)}

@@ -70,3 +70,13 @@ def test_a_comparison_without_runs_is_inconclusive():
     usable = pd.DataFrame(run_rows("subpixel", {1: 29.0}))
     (row,) = statistics.paired_table(usable, [("edsr_x4_b8_f32_subpixel", "edsr_x4_b8_f32_bilinear")], ["val_psnr"]).to_dict("records")
     assert row["n"] == 0 and row["verdict"] == "inconclusive"
+
+
+def test_runs_of_different_budgets_never_pair_nor_average():
+    short = [{**r, "param:epochs": "10"} for r in run_rows("subpixel", {1: 29.1, 2: 29.3}) + run_rows("transpose", {1: 29.0, 2: 29.1})]
+    # transpose seed 1 trained again, ten times longer: not a second measurement of the short run
+    longer = [{**r, "run_id": "transpose1-long", "param:epochs": "100"} for r in run_rows("transpose", {1: 35.0})]
+    (row,) = statistics.paired_table(pd.DataFrame(short + longer), [("edsr_x4_b8_f32_subpixel", "edsr_x4_b8_f32_transpose")],
+                                     ["val_psnr"]).to_dict("records")
+    assert row["n"] == 2 and row["seeds"] == "1,2"
+    assert row["mean_diff"] == pytest.approx(0.15)  # differences 0.1 and 0.2, the 35 dB run left out
