@@ -89,8 +89,11 @@ def test_mlflow_run_of_the_project_as_the_readme_shows(tracking_store, tmp_path)
     if env_manager == "uv":
         assert run.data.tags["mlflow.project.env"] == "uv"
         (python,) = (tmp_path / "envs").glob("mlflow-*/bin/python")
-        # The next steps name that environment's Python, which has no edsr-mlflow script: as a module.
-        assert f"{python} -m edsr_mlflow compare" in done.stdout, done.stdout
+        # The next steps name that environment's Python (from the project folder, where MLflow
+        # runs the command), which has no edsr-mlflow script: the package runs as a module.
+        (compare,) = [line.split()[1:] for line in done.stdout.splitlines() if line.strip().startswith("compare:")]
+        assert compare[1:4] == ["-m", "edsr_mlflow", "compare"], compare
+        assert (ROOT / compare[0]).resolve() == python.resolve(), compare
 
 
 # Refused by TrainConfig or the memory check: before anything touches the tracking store.
