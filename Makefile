@@ -10,11 +10,13 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 setup: $(VENV)/.installed
 
+# uv installs in seconds what pip --quiet took minutes over, silently; --compile-bytecode, as pip
+# does, else the first processes to import TensorFlow (the test workers, at once) each compile it.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "setup: installing TensorFlow, MLflow and the rest into $(VENV) with uv (under a minute on a fast network; once)"
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --python $(BIN)/python -e '.[dev,server]'
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e '.[dev,server]'
 	touch $@
 
 # A short run on the sample images that ship with scikit-image: no download, a few minutes on a laptop CPU.
