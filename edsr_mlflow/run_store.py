@@ -135,7 +135,7 @@ def training_filter(parent_run_id: str | None = None) -> str:
 
 def training_runs(scope: Scope) -> pd.DataFrame:
     """Every active training run in ``scope``, whatever its status, in one query (one per parent
-    run where the scope names several).
+    run where the scope names several: MLflow 3.17's filter has neither OR nor IN for tags).
 
     One row per run, MLflow's ``search_runs`` columns: ``run_id``, ``experiment_id``,
     ``status``, ``params.<name>`` (strings), ``metrics.<name>`` (each metric's latest value),
