@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 
 # A short run on the sample images that ship with scikit-image: no download, a few minutes on a laptop CPU.
 # In the experiment `edsr`, where `edsr-mlflow train` puts runs (mlflow run's own default is "Default").
+# MLflow's INFO lines ("Creating initial MLflow database tables...") off; its errors still show.
 demo: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name edsr \
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_LOGGING_LEVEL=WARNING $(BIN)/mlflow run . --env-manager local --experiment-name edsr \
 		-P dataset=sample -P blocks=4 -P filters=32 -P patch_size=32 \
 		-P epochs=3 -P steps_per_epoch=40
 
