@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .findings import several_budgets
+
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P")
 ONE_SEED = "one seed per point, no error bars"
@@ -35,13 +37,22 @@ def error_bar_text(table: pd.DataFrame) -> str:
 
 def _budgets(table: pd.DataFrame) -> list[str]:
     """The table's budgets where its rows have several (each then drawn apart), else [None]."""
-    if "budget" not in table.columns or table["budget"].nunique() < 2:
+    if not several_budgets(table):
         return [None]
     return list(dict.fromkeys(table["budget"]))
 
 
 def _of_budget(table: pd.DataFrame, budget) -> pd.DataFrame:
     return table if budget is None else table[table["budget"] == budget]
+
+
+def _points(ax, x, y, *, spread: bool, xerr=None, yerr=None, **style) -> None:
+    """Plots (x, y) with error bars where the table has a spread to show (a row of one run has
+    a NaN std: no bar there), else plain points or lines."""
+    if spread:
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=3, **style)
+    else:
+        ax.plot(x, y, **style)
 
 
 def upsampler_colours(upsamplers) -> dict[str, tuple]:
@@ -78,10 +89,7 @@ def psnr_vs_blocks(table: pd.DataFrame) -> Figure:
             label = f"{upsampler} f{filters}" if several_filters else upsampler
             style = {"color": colours[upsampler], "linestyle": filter_styles[filters], "marker": MARKERS[index % len(MARKERS)],
                      "label": label if budget is None else f"{label} ({budget})"}
-            if spread:  # a row of one run has a NaN std: no bar
-                axes[scale].errorbar(rows["blocks"], rows["val_psnr_mean"], yerr=rows["val_psnr_std"], capsize=3, **style)
-            else:
-                axes[scale].plot(rows["blocks"], rows["val_psnr_mean"], **style)
+            _points(axes[scale], rows["blocks"], rows["val_psnr_mean"], spread=spread, yerr=rows["val_psnr_std"], **style)
     for ax in axes.values():
         ax.set_xticks(sorted(table["blocks"].unique()))
         ax.set_xlabel("residual blocks")
@@ -132,11 +140,8 @@ def psnr_vs_training_time(table: pd.DataFrame) -> Figure:
         for (upsampler, scale), rows in _of_budget(table, budget).groupby(["upsampler", "scale"]):
             style = {"color": colours[upsampler], "marker": marker, "linestyle": "none",
                      "label": upsampler if budget is None else f"{upsampler} ({budget})"}
-            if spread:  # a row of one run has NaN stds: no bars
-                axes[scale].errorbar(rows["train_time_s_mean"], rows["val_psnr_mean"], xerr=rows["train_time_s_std"],
-                                     yerr=rows["val_psnr_std"], capsize=3, **style)
-            else:
-                axes[scale].plot(rows["train_time_s_mean"], rows["val_psnr_mean"], **style)
+            _points(axes[scale], rows["train_time_s_mean"], rows["val_psnr_mean"], spread=spread,
+                    xerr=rows["train_time_s_std"], yerr=rows["val_psnr_std"], **style)
         for scale, rows in _of_budget(table, budget).groupby("scale"):
             front = rows[rows["pareto"]].sort_values("train_time_s_mean")
             if front.empty:
