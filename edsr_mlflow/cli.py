@@ -321,23 +321,25 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
 @click.option("--experiment", default="", help="Experiment whose training runs to compare (empty: every experiment).")
 @click.option("--parent-run-id", default="", help="Compare only the child runs of this run, e.g. a sweep's parent (empty: no such filter).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default="outputs/comparison", help="Where the table, excluded runs and figures are written (files there are replaced).")
-@click.option("--grid", "grid_file", default="", help="Grid file whose pre-declared comparisons to report, paired by seed (empty: none).")
+@click.option("--grid", "grid_file", default="", help="Grid file whose pre-declared comparisons to report, paired by seed, and steps_to_gain_db thresholds (empty: none; +0.5 and +1 dB).")
 @friendly_errors
 def compare(experiment, parent_run_id, output_dir, grid_file):
     """Compare training runs: one row per configuration, mean and std over seeds."""
-    comparisons, metrics = (), ("val_psnr",)
+    from .findings import DEFAULT_GAIN_THRESHOLDS_DB
+
+    comparisons, metrics, gains = (), ("val_psnr",), DEFAULT_GAIN_THRESHOLDS_DB
     if grid_file:
         from .grid import load_sweep
 
         definition = load_sweep(grid_file)
-        comparisons, metrics = definition.comparisons, definition.comparison_metrics
+        comparisons, metrics, gains = definition.comparisons, definition.comparison_metrics, definition.steps_to_gain_db
     from .comparison import compare_run
     from .findings import excluded_report
     from .stale_runs import find_stale_runs, stale_note
 
     try:
         outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir,
-                              comparisons=comparisons, comparison_metrics=metrics)
+                              comparisons=comparisons, comparison_metrics=metrics, gain_thresholds_db=gains)
     except NothingToCompare as error:
         if stale := find_stale_runs():  # e.g. the newcomer's one `mlflow run .`, failed for want of conda
             raise TrackingError(f"{error}; {stale_note(stale).removeprefix('note: ')}") from None
@@ -390,7 +392,8 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
         # The sweep whole: the children of its earlier parents too (launches before it took one parent).
         comparison = compare_run(experiment=definition.experiment, sweep=definition.name,
                                  output_dir=output_dir / "comparison" / definition.name,
-                                 comparisons=definition.comparisons, comparison_metrics=definition.comparison_metrics)
+                                 comparisons=definition.comparisons, comparison_metrics=definition.comparison_metrics,
+                                 gain_thresholds_db=definition.steps_to_gain_db)
         click.echo(comparison.markdown)
         if comparison.paired_markdown:
             click.echo(comparison.paired_markdown)

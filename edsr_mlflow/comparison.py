@@ -2,8 +2,8 @@
 figures, and a ``comparison`` run that keeps them all.
 
 Queries go through ``run_store``; ``findings`` and ``plots`` are pure and know nothing of
-MLflow. The table costs one ``search_runs`` query whatever the number of runs; only the
-plotted curves (one run per configuration) and sample images need a request per run.
+MLflow. The table costs one ``search_runs`` query, plus one request per compared run for its
+validation curve (the steps-to-gain columns); sample images, one request per configuration.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def compare_run(
     comparisons: tuple[tuple[str, str], ...] = (),
     comparison_metrics: tuple[str, ...] = ("val_psnr",),
     sweep: str | None = None,
+    gain_thresholds_db: tuple[float, ...] = findings.DEFAULT_GAIN_THRESHOLDS_DB,
 ) -> ComparisonOutcome:
     """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
     runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the table in five formats, the excluded runs and four
@@ -61,6 +62,8 @@ def compare_run(
 
     With ``comparisons`` (pairs of run names, a grid file's pre-declared ones), also the paired
     per-seed differences of ``comparison_metrics`` (``paired_comparisons.csv`` / ``.md``).
+    For each of ``gain_thresholds_db``, a column of the steps each configuration took to reach
+    bicubic + that gain on its validation curve (``findings.steps_to_gain``).
 
     Raises ``TrackingError`` when the store is unreachable or the experiment or parent run
     unknown; ``NothingToCompare`` (one) when no run can be compared.
@@ -80,9 +83,11 @@ def compare_run(
             f"none of the {len(runs)} training runs in {scope.description} can be compared "
             f"(not FINISHED, or missing metrics): see {excluded_path}"
         )
+    histories = run_store.metric_histories(list(usable["run_id"]), "val_psnr")
+    usable = findings.with_steps_to_gain(usable, histories, gain_thresholds_db)
     table = findings.aggregate(usable)
     table_files = findings.export_table(table, output_dir)
-    plot_files, without_samples = write_figures(table, usable, output_dir / "plots")
+    plot_files, without_samples = write_figures(table, usable, histories, output_dir / "plots")
     paired, paired_text = None, ""
     if comparisons:
         paired = statistics.paired_table(usable, list(comparisons), list(comparison_metrics))
@@ -110,15 +115,15 @@ def compare_run(
     )
 
 
-def write_figures(table: pd.DataFrame, usable: pd.DataFrame, plot_dir: Path) -> tuple[list[Path], list[str]]:
-    """Writes the four PNG figures; returns their paths and the configurations (labels) that
+def write_figures(table: pd.DataFrame, usable: pd.DataFrame, histories: pd.DataFrame, plot_dir: Path) -> tuple[list[Path], list[str]]:
+    """Writes the four PNG figures (``histories``: the runs' ``val_psnr`` curves, as
+    ``run_store.metric_histories``); returns their paths and the configurations (labels) that
     logged no sample image (left out of the crop grid)."""
     curves = findings.representative_runs(usable)
-    histories = run_store.metric_histories(list(curves["run_id"]), "val_psnr")
     samples, without_samples = sample_images(curves)
     figures = {
         "psnr_vs_blocks": plots.psnr_vs_blocks(table),
-        "psnr_per_epoch": plots.psnr_per_epoch(histories, curves),
+        "psnr_per_epoch": plots.psnr_per_epoch(histories[histories["run_id"].isin(curves["run_id"])], curves),
         "psnr_vs_time": plots.psnr_vs_training_time(table),
         "samples": plots.sample_grid(samples),
     }

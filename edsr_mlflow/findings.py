@@ -115,6 +115,50 @@ def split_runs(tidy: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return usable.reset_index(drop=True), excluded.sort_values(["status", "run_name", "run_id"], ignore_index=True)
 
 
+# ---------------------------------------------------------------- learning speed
+
+# Gains over bicubic (dB) whose first crossing on the validation curve the table reports.
+DEFAULT_GAIN_THRESHOLDS_DB = (0.5, 1.0)
+_STEPS_TO_GAIN = re.compile(r"steps_to_gain_(?P<threshold>\d+(?:\.\d+)?)db")
+
+
+def steps_to_gain_column(threshold_db: float) -> str:
+    """The table's column of :func:`steps_to_gain` for a threshold: ``steps_to_gain_1db``,
+    ``steps_to_gain_0.5db``."""
+    return f"steps_to_gain_{threshold_db:g}db"
+
+
+def steps_to_gain(usable: pd.DataFrame, histories: pd.DataFrame, threshold_db: float) -> np.ndarray:
+    """Training steps each run of ``usable`` took to first reach a validation PSNR of its
+    bicubic baseline (``bicubic_val_psnr``) + ``threshold_db``, read off its per-epoch
+    ``val_psnr`` curve (``histories``: ``run_id``, ``step`` = epoch from 1, ``value`` in dB),
+    so to the resolution of one epoch (``steps_per_epoch`` steps).
+
+    ``inf`` where the curve never got there within the run's budget; NaN where the run has no
+    curve, no bicubic value or no ``steps_per_epoch`` param."""
+    runs = usable.set_index("run_id")
+    target = runs["bicubic_val_psnr"].astype(float) + threshold_db if "bicubic_val_psnr" in runs else pd.Series(np.nan, index=runs.index)
+    steps_per_epoch = pd.to_numeric(_column(runs, "param:steps_per_epoch"), errors="coerce")
+    points = histories[histories["run_id"].isin(runs.index)]
+    reached = points[points["value"].to_numpy(dtype=float) >= points["run_id"].map(target).to_numpy(dtype=float)]
+    first_epoch = reached.groupby("run_id")["step"].min()
+    with_curve = set(points["run_id"])
+    known = target.notna() & steps_per_epoch.notna() & runs.index.isin(with_curve)
+    steps = first_epoch.reindex(runs.index).to_numpy(dtype=float) * steps_per_epoch.to_numpy(dtype=float)
+    return np.where(known, np.where(np.isnan(steps), np.inf, steps), np.nan)
+
+
+def with_steps_to_gain(usable: pd.DataFrame, histories: pd.DataFrame, thresholds_db=DEFAULT_GAIN_THRESHOLDS_DB) -> pd.DataFrame:
+    """``usable`` with a :func:`steps_to_gain_column` per threshold."""
+    return usable.assign(**{steps_to_gain_column(t): steps_to_gain(usable, histories, t) for t in thresholds_db})
+
+
+def steps_to_gain_columns(columns) -> list[str]:
+    """The :func:`steps_to_gain_column` columns among ``columns``, by threshold."""
+    found = [(float(m["threshold"]), c) for c in columns if (m := _STEPS_TO_GAIN.fullmatch(c))]
+    return [c for _, c in sorted(found)]
+
+
 # ---------------------------------------------------------------- training budgets
 
 
@@ -187,12 +231,13 @@ def eval_datasets(columns) -> list[str]:
 
 
 def value_columns(columns) -> list[str]:
-    """Metrics the table aggregates, in table order: validation quality, benchmark quality
+    """Metrics the table aggregates, in table order: validation quality, steps to a gain
+    over bicubic (:func:`steps_to_gain`), benchmark quality
     (PSNR and gain per dataset), training cost, inference speed per dataset."""
     present = set(columns)
     benchmarks = [EvalKey(d, m).key for d in eval_datasets(columns) for m in BENCHMARK_MEASURES if EvalKey(d, m).key in present]
     speeds = sorted(c for c in columns if (key := parse_eval_key(c)) and key.measure == "ms_per_mp")
-    return [*QUALITY_METRICS, *benchmarks, *COST_METRICS, *speeds]
+    return [*QUALITY_METRICS, *steps_to_gain_columns(columns), *benchmarks, *COST_METRICS, *speeds]
 
 
 def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
@@ -211,8 +256,10 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
     """
     usable = with_budget(usable)
     keys = list(ROW_KEYS)
-    # Benchmark columns only where a compared run has a value (excluded runs may have some).
-    present = [c for c in usable.columns if not c.startswith("eval_") or usable[c].notna().any()]
+    # Benchmark and steps-to-gain columns only where a compared run has a value (excluded runs
+    # may have some; runs without a validation curve have none).
+    optional = {*steps_to_gain_columns(usable.columns)}
+    present = [c for c in usable.columns if not (c.startswith("eval_") or c in optional) or usable[c].notna().any()]
     values = value_columns(present)
     spec = {"n": ("run_id", "size")}
     spec.update({fact: (fact, "median") for fact in MODEL_FACTS})
@@ -363,6 +410,8 @@ HEADERS = {
 
 
 def _decimals(column: str) -> int:
+    if _STEPS_TO_GAIN.fullmatch(column):
+        return 0
     if column.endswith("ssim"):
         return 4
     if column.endswith(("psnr", "gain", "psnr_low", "psnr_high")):
@@ -373,6 +422,8 @@ def _decimals(column: str) -> int:
 def _header(column: str) -> str:
     if column in HEADERS:
         return HEADERS[column]
+    if match := _STEPS_TO_GAIN.fullmatch(column):
+        return f"steps to +{match['threshold']} dB"
     key = parse_eval_key(column)
     name, measure = key.dataset, key.measure
     return {"psnr": f"{name} PSNR (dB)", "gain": f"{name} gain (dB)", "ms_per_mp": f"{name} ms/MP",
@@ -381,14 +432,19 @@ def _header(column: str) -> str:
 
 
 def mean_std_text(mean: float, std: float, decimals: int, plus_minus: str = "±") -> str:
-    """``32.10 ± 0.05``; the mean alone for one run; "" when there is no value."""
+    """``32.10 ± 0.05``; the mean alone for one run; "" when there is no value; ``not reached``
+    for an infinite mean (:func:`steps_to_gain`: some run never got there)."""
     if pd.isna(mean):
         return ""
+    if np.isinf(mean):
+        return NOT_REACHED
+    grouping = "," if decimals == 0 else ""  # step counts: 1,400 ± 200
     if pd.isna(std):
-        return f"{mean:.{decimals}f}"
-    return f"{mean:.{decimals}f} {plus_minus} {std:.{decimals}f}"
+        return f"{mean:{grouping}.{decimals}f}"
+    return f"{mean:{grouping}.{decimals}f} {plus_minus} {std:{grouping}.{decimals}f}"
 
 
+NOT_REACHED = "not reached"
 # Marks a gain over bicubic below 0 dB; :func:`table_notes` says what it means.
 BELOW_BICUBIC_MARK = "†"
 MIXED_BUDGETS_NOTE = "rows were trained with different budgets: compare PSNR only between rows of the same budget"
@@ -439,9 +495,10 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
 
 
 def table_notes(table: pd.DataFrame) -> list[str]:
-    """What a reader must know to read the table, one line each ([] in the common case of one
-    budget, every model above bicubic and a Pareto front over several configurations):
-    budgets that differ between rows, rows below bicubic, and Pareto cells left blank."""
+    """What a reader must know to read the table, one line each: budgets that differ between
+    rows, rows below bicubic, what the steps-to-gain columns count, and Pareto cells left
+    blank ([] for a table of one budget, every model above bicubic, no steps-to-gain column and
+    a Pareto front over several configurations)."""
     notes = []
     if several_budgets(table):
         notes.append(MIXED_BUDGETS_NOTE)
@@ -449,6 +506,9 @@ def table_notes(table: pd.DataFrame) -> list[str]:
     if below.any():
         budgets = "; ".join(dict.fromkeys(table.loc[below, "budget"])) if "budget" in table.columns else ""
         notes.append(f"{BELOW_BICUBIC_MARK} below bicubic: under-trained{f' ({budgets})' if budgets else ''}; train longer")
+    if steps := steps_to_gain_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]):
+        notes.append(f"{', '.join(_header(c) for c in steps)}: training steps until the validation PSNR first reached "
+                     f"bicubic's + that gain (to one epoch); {NOT_REACHED}: not by every seed within its budget")
     ranked = pareto_ranked(table)
     timed = table["train_time_s_mean"].notna().all()
     if len(table) and not ranked.any():

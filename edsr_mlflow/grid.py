@@ -19,6 +19,8 @@ A grid file::
     comparisons:                    # optional, pre-declared: paired by seed in `compare`
       - [edsr_x4_b8_f64_subpixel, edsr_x4_b8_f64_transpose]
     comparison_metrics: [eval_set5_psnr]   # optional (default: val_psnr)
+    steps_to_gain_db: [0.5, 1.0]    # optional: `compare` reports the steps each configuration took
+                                    # to reach bicubic + these gains on its validation curve (default [0.5, 1.0])
 
 The order of the configurations is the grid's, last key fastest (so ``seed`` first makes every
 stopping point a whole number of seeds), then the variants'.
@@ -36,6 +38,7 @@ import yaml
 
 from .config import TrainConfig
 from .errors import ConfigError
+from .findings import DEFAULT_GAIN_THRESHOLDS_DB
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Fields every run of a sweep logged; runs from before the upsampler controls lack those two
@@ -53,6 +56,7 @@ class SweepDefinition:
     evaluate: tuple[str, ...]
     comparisons: tuple[tuple[str, str], ...] = ()  # (run name a, run name b): a - b, paired by seed
     comparison_metrics: tuple[str, ...] = ("val_psnr",)
+    steps_to_gain_db: tuple[float, ...] = DEFAULT_GAIN_THRESHOLDS_DB  # gains over bicubic (dB), for `compare`
 
 
 def _comparisons(raw, configs: list[TrainConfig], path: Path) -> tuple[tuple[str, str], ...]:
@@ -66,6 +70,16 @@ def _comparisons(raw, configs: list[TrainConfig], path: Path) -> tuple[tuple[str
         raise ConfigError(f"grid file {path}: comparisons name {', '.join(unknown)}, which the grid does not make; "
                           f"use run names such as {sorted(names)[0]}")
     return tuple((str(a), str(b)) for a, b in raw)
+
+
+def _gain_thresholds(raw, path: Path) -> tuple[float, ...]:
+    if raw is None:
+        return DEFAULT_GAIN_THRESHOLDS_DB
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 20 for v in values):
+        raise ConfigError(f"grid file {path}: steps_to_gain_db must be a list of gains over bicubic in dB, "
+                          f"each above 0 and at most 20 (e.g. [0.5, 1.0]), got {raw!r}")
+    return tuple(sorted({float(v) for v in values}))
 
 
 def config_key(params: dict[str, object]) -> tuple[tuple[str, str], ...] | None:
@@ -120,9 +134,11 @@ def load_sweep(path: str | Path) -> SweepDefinition:
         raise ConfigError(f"grid file {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(raw, dict) or "grid" not in raw:
         raise ConfigError(f"grid file {path} needs a 'grid:' mapping of parameter lists")
-    unknown = sorted(set(raw) - {"name", "experiment", "grid", "variants", "fixed", "evaluate", "comparisons", "comparison_metrics", "description"})
+    unknown = sorted(set(raw) - {"name", "experiment", "grid", "variants", "fixed", "evaluate", "comparisons", "comparison_metrics",
+                                "steps_to_gain_db", "description"})
     if unknown:
-        raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, variants, fixed, evaluate, comparisons, comparison_metrics")
+        raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, variants, "
+                          "fixed, evaluate, comparisons, comparison_metrics, steps_to_gain_db")
     configs = expand_grid(raw["grid"] or {}, raw.get("fixed") or {}, raw.get("variants"))
     name = str(raw.get("name") or path.stem)
     if not SWEEP_NAME_PATTERN.fullmatch(name):
@@ -135,6 +151,7 @@ def load_sweep(path: str | Path) -> SweepDefinition:
         evaluate=tuple(raw.get("evaluate") or ()),
         comparisons=_comparisons(raw.get("comparisons"), configs, path),
         comparison_metrics=tuple(str(m) for m in (raw.get("comparison_metrics") or ["val_psnr"])),
+        steps_to_gain_db=_gain_thresholds(raw.get("steps_to_gain_db"), path),
     )
 
 

@@ -159,8 +159,8 @@ def training_runs(scope: Scope) -> pd.DataFrame:
 
 
 def metric_histories(run_ids: list[str], metric: str) -> pd.DataFrame:
-    """Every logged value of ``metric`` for each of ``run_ids`` (one request per run, so pass
-    only the runs to plot): columns ``run_id``, ``step``, ``value``, sorted by run and step."""
+    """Every logged value of ``metric`` for each of ``run_ids`` (one request per run): columns
+    ``run_id``, ``step``, ``value``, sorted by run and step."""
     client = mlflow.MlflowClient()
     rows = [
         (run_id, point.step, point.value)

@@ -339,12 +339,19 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
         "- rows were trained with different budgets: compare PSNR only between rows of the same budget",
         "- † below bicubic: under-trained (3x100 steps, 24 px, batch 4); train longer",
         "- Pareto: only among configurations of one scale and budget; 1 row(s) with no other to compare against left blank",
+        "- steps to +0.5 dB, steps to +1 dB: training steps until the validation PSNR first reached bicubic's + that gain "
+        "(to one epoch); not reached: not by every seed within its budget",
     ]
     markdown = (out / "findings.md").read_text()
     for text in (result.stdout, markdown):
         assert "| scale | upsampler | blocks | filters | budget | runs |" in text
         assert "| x2 | subpixel | 1 | 8 | 30x100 steps, 24 px, batch 4 | 1 |" in text
         assert "| -1.00 † |" in text  # transpose: 27 dB against bicubic's 28
+        # Curves (val PSNR - 2, - 1, val PSNR) against bicubic's 28 dB, 100 steps an epoch: subpixel
+        # seeds 29 and 30 dB at epoch 1 (both +1 dB: 100 steps); transpose never above 27.
+        assert "| steps to +0.5 dB | steps to +1 dB |" in text
+        assert "| 100 ± 0 | 100 ± 0 |" in text
+        assert "| not reached | not reached |" in text
         for note in notes:
             assert note in text, note
     lines = markdown.splitlines()
@@ -358,6 +365,31 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
     # The lone 30x100 row has nothing of its budget to be compared with: not on any front.
     assert pareto == {"3x100 steps, 24 px, batch 4 subpixel": True, "30x100 steps, 24 px, batch 4 subpixel": False,
                       "3x100 steps, 24 px, batch 4 transpose": True}
+
+
+def test_steps_to_gain_is_the_first_epoch_whose_validation_psnr_reaches_bicubic_plus_the_gain():
+    usable = pd.DataFrame({
+        "run_id": ["early", "late", "never", "no_curve", "no_steps"],
+        "bicubic_val_psnr": [30.0, 30.0, 30.0, 30.0, 30.0],
+        "param:steps_per_epoch": ["200", "200", "200", "200", None],
+    })
+    curves = {"early": [30.6, 31.2, 31.0], "late": [29.0, 30.4, 31.0], "never": [30.2, 30.4, 30.49], "no_steps": [31.0]}
+    histories = pd.DataFrame(
+        [(run, epoch, value) for run, values in curves.items() for epoch, value in enumerate(values, start=1)],
+        columns=["run_id", "step", "value"],
+    )
+    half = findings.steps_to_gain(usable, histories, 0.5)
+    # early: 30.6 >= 30.5 at epoch 1; late: 31.0 at epoch 3 (30.4 falls short); never: 30.49 < 30.5
+    assert half[:3].tolist() == [200.0, 600.0, math.inf] and np.isnan(half[3:]).all()
+    assert findings.steps_to_gain(usable, histories, 1.0)[:3].tolist() == [400.0, 600.0, math.inf]  # the first crossing, not the best epoch
+    with_steps = findings.with_steps_to_gain(usable, histories, (1.0, 0.5))
+    assert findings.steps_to_gain_columns(with_steps.columns) == ["steps_to_gain_0.5db", "steps_to_gain_1db"]
+
+
+def test_steps_to_gain_cells_give_the_mean_over_seeds_or_say_a_seed_never_got_there():
+    assert findings.mean_std_text(1400.0, 254.1, findings._decimals("steps_to_gain_1db")) == "1,400 ± 254"
+    assert findings.mean_std_text(math.inf, math.nan, 0) == "not reached"
+    assert findings._header("steps_to_gain_0.5db") == "steps to +0.5 dB"
 
 
 def pareto_table(scale, cost, quality, budget=None) -> pd.DataFrame:
