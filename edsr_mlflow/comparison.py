@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import findings, plots, run_store, statistics, tracking
+from . import findings, plots, run_store, schema, statistics, tracking
 from .errors import NothingToCompare
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = Path("outputs/comparison")
+PER_IMAGE_FOLDER = "per_image"
 PLOT_NAMES = {
     "psnr_vs_blocks": "psnr_vs_blocks.png",
     "psnr_per_epoch": "val_psnr_per_epoch.png",
@@ -88,6 +89,7 @@ def compare_run(
     table = findings.aggregate(usable)
     table_files = findings.export_table(table, output_dir)
     plot_files, without_samples = write_figures(table, usable, histories, output_dir / "plots")
+    per_image_files = write_per_image_tables(usable, output_dir / PER_IMAGE_FOLDER)
     paired, paired_text = None, ""
     if comparisons:
         paired = statistics.paired_table(usable, list(comparisons), list(comparison_metrics))
@@ -106,11 +108,12 @@ def compare_run(
         tracking.mark_model_training(run.info.experiment_id)
         run_store.log_files([*table_files.values(), excluded_path])
         run_store.log_files(plot_files, artifact_path="plots")
+        run_store.log_files(per_image_files, artifact_path=PER_IMAGE_FOLDER)
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
     return ComparisonOutcome(
         run_id=run_id, experiment_name=run_store.experiment_name(experiment_id),
         table=table, excluded=excluded, markdown=table_files["markdown"].read_text(),
-        files=[*table_files.values(), excluded_path, *plot_files], without_samples=without_samples,
+        files=[*table_files.values(), excluded_path, *plot_files, *per_image_files], without_samples=without_samples,
         paired=paired, paired_markdown=paired_text,
     )
 
@@ -129,6 +132,27 @@ def write_figures(table: pd.DataFrame, usable: pd.DataFrame, histories: pd.DataF
     }
     paths = [plots.save_png(figure, plot_dir / PLOT_NAMES[name]) for name, figure in figures.items()]
     return paths, without_samples
+
+
+def write_per_image_tables(usable: pd.DataFrame, folder: Path) -> list[Path]:
+    """For each benchmark set the runs were scored on (the default way) and each scale,
+    ``<set>_x<scale>.csv`` and ``.md``: PSNR image by image, bicubic and each configuration
+    (``findings.per_image_table``), from the runs' ``eval/`` tables (one request per run and
+    set). Returns the written paths."""
+    paths = []
+    for dataset in filter(schema.is_default_evaluation, findings.eval_datasets(usable.columns)):
+        scored = usable[usable[schema.EvalKey(dataset, "psnr").key].notna()] if schema.EvalKey(dataset, "psnr").key in usable else usable.iloc[:0]
+        for scale, runs in scored.groupby("scale"):
+            tables = run_store.eval_tables(list(zip(runs["run_id"], runs["scale"])), dataset)
+            table = findings.per_image_table(runs, tables)
+            if table.empty:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = folder / f"{dataset}_x{scale}"
+            table.to_csv(stem.with_suffix(".csv"), index=False)
+            stem.with_suffix(".md").write_text(findings.per_image_markdown(table, f"{dataset} x{scale}: PSNR (dB, Y) per image, mean over seeds"))
+            paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+    return paths
 
 
 def sample_images(curves: pd.DataFrame) -> tuple[list[tuple[str, np.ndarray]], list[str]]:

@@ -393,6 +393,53 @@ def representative_runs(usable: pd.DataFrame) -> pd.DataFrame:
     return chosen
 
 
+# ---------------------------------------------------------------- per-image tables
+
+BICUBIC_COLUMN, BEST_COLUMN, MEAN_ROW = "bicubic", "best", "mean"
+
+
+def per_image_table(usable: pd.DataFrame, tables: dict[str, pd.DataFrame], measure: str = "psnr") -> pd.DataFrame:
+    """One benchmark set's scores image by image: ``tables`` are runs' per-image tables
+    (``eval/<set>_x<scale>.csv``: ``image``, ``<measure>``, ``bicubic_<measure>``) by run id,
+    runs of one scale.
+
+    Rows: the images (natural order), then ``mean`` (the mean of the rows above). Columns:
+    ``bicubic``, one per table row (:func:`row_labels`: configuration, and budget where they
+    differ) holding the mean over its seeds, in table order; ``best``, the column with the
+    highest value, bicubic included (the first on a tie). Runs of ``usable`` without a table
+    are left out."""
+    runs = with_budget(usable[usable["run_id"].isin(list(tables))])
+    if runs.empty:
+        return pd.DataFrame()
+    rows = sort_rows(runs.drop_duplicates(list(ROW_KEYS))[list(ROW_KEYS)])
+    labels = dict(zip(map(tuple, rows[list(ROW_KEYS)].to_numpy()), row_labels(rows)))
+    run_labels = {r.run_id: labels[tuple(getattr(r, k) for k in ROW_KEYS)] for r in runs.itertuples()}
+    scores = pd.concat(
+        [tables[run_id][["image", measure, f"bicubic_{measure}"]].assign(label=label) for run_id, label in run_labels.items()],
+        ignore_index=True,
+    )
+    wide = scores.pivot_table(index="image", columns="label", values=measure, aggfunc="mean")[list(dict.fromkeys(labels.values()))]
+    table = pd.concat([scores.groupby("image")[f"bicubic_{measure}"].mean().rename(BICUBIC_COLUMN), wide], axis=1)
+    table = table.loc[sorted(table.index, key=_natural_key)]
+    table.loc[MEAN_ROW] = table.mean()
+    table[BEST_COLUMN] = table.idxmax(axis=1)
+    return table.rename_axis("image").reset_index()
+
+
+def per_image_markdown(table: pd.DataFrame, title: str, decimals: int = 2) -> str:
+    """:func:`per_image_table` as a Markdown table under a heading, the best score of each row
+    in bold."""
+    scores = [c for c in table.columns if c not in ("image", BEST_COLUMN)]
+
+    def cell(row, column):
+        text = f"{row[column]:.{decimals}f}" if pd.notna(row[column]) else ""
+        return f"**{text}**" if column == row[BEST_COLUMN] else text
+
+    lines = [f"## {title}", "", "| image | " + " | ".join(scores) + " |", "|---|" + "---|" * len(scores)]
+    lines += ["| " + " | ".join([str(row["image"]), *(cell(row, c) for c in scores)]) + " |" for _, row in table.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
 def home_experiment_id(runs: pd.DataFrame) -> str:
     """The experiment holding most of ``runs`` (the lowest id on a tie): where the comparison
     run goes."""

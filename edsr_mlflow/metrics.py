@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from .schema import DEFAULT_PROTOCOL
+from .schema import PAPER_RGB_PROTOCOL as PAPER_RGB_PROTOCOL_NAME
 
 CHANNELS = ("y", "rgb")
 
@@ -39,7 +40,7 @@ class Protocol:
 # The literature's benchmark protocol (Set5, Set14, B100...): Y channel, shave = scale.
 Y_PROTOCOL = Protocol(DEFAULT_PROTOCOL, "y")
 # The EDSR paper's DIV2K validation numbers (e.g. 28.94 dB for the x4 baseline): RGB, shave = scale + 6.
-PAPER_RGB_PROTOCOL = Protocol("rgb_paper", "rgb", extra_shave=6)
+PAPER_RGB_PROTOCOL = Protocol(PAPER_RGB_PROTOCOL_NAME, "rgb", extra_shave=6)
 PROTOCOLS = {p.name: p for p in (Y_PROTOCOL, PAPER_RGB_PROTOCOL)}
 
 

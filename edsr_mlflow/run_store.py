@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
 from .errors import TrackingError, UserError
-from .schema import COMPARISON, KIND_TAG, PARENT_RUN_TAG, SWEEP, SWEEP_TAG, TRAIN
+from .schema import COMPARISON, KIND_TAG, PARENT_RUN_TAG, SWEEP, SWEEP_TAG, TRAIN, eval_table_path
 
 SAMPLES_FOLDER = "samples"
 RUN_ID_PATTERN = re.compile(r"[0-9a-zA-Z_-]{1,64}")
@@ -168,6 +169,21 @@ def metric_histories(run_ids: list[str], metric: str) -> pd.DataFrame:
         for point in client.get_metric_history(run_id, metric)
     ]
     return pd.DataFrame(rows, columns=["run_id", "step", "value"]).sort_values(["run_id", "step"], ignore_index=True)
+
+
+def eval_tables(runs: list[tuple[str, int]], dataset: str) -> dict[str, pd.DataFrame]:
+    """The per-image score table ``eval/<dataset>_x<scale>.csv`` of each ``(run id, scale)``
+    (one request per run), by run id; runs without a readable one are left out."""
+    tables = {}
+    with tempfile.TemporaryDirectory() as tmp, no_progress_bar():
+        for run_id, scale in runs:
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=eval_table_path(dataset, scale), dst_path=str(Path(tmp) / run_id))
+                tables[run_id] = pd.read_csv(path)
+            except (MlflowException, OSError, ValueError):  # none logged, or not a table
+                continue
+    return tables
 
 
 def download_first_sample(run_id: str, destination: Path) -> Path | None:

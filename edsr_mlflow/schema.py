@@ -80,6 +80,8 @@ EVAL_MEASURES = ("psnr", "ssim", "gain", "bicubic_psnr", "ms_per_mp",
                  "periodic_index", "psnr_low", "psnr_high", "bicubic_periodic_index")
 SELF_ENSEMBLE_SUFFIX = "se"
 DEFAULT_PROTOCOL = "y"  # the protocol whose keys carry no protocol name
+PAPER_RGB_PROTOCOL = "rgb_paper"  # the EDSR paper's: RGB, shave scale + 6 (metrics.PAPER_RGB_PROTOCOL)
+EVAL_TABLES_FOLDER = "eval"  # a run's per-image score tables
 _MEASURE_PATTERN = "|".join(sorted(EVAL_MEASURES, key=len, reverse=True))
 _EVAL_KEY = re.compile(rf"eval_(?P<dataset>.+?)_(?P<measure>{_MEASURE_PATTERN})")
 
@@ -105,6 +107,19 @@ def eval_key(dataset: str, measure: str, self_ensemble: bool = False, protocol: 
     if measure not in EVAL_MEASURES:
         raise ValueError(f"unknown measure {measure!r}: one of {', '.join(EVAL_MEASURES)}")
     return f"{metric_prefix(dataset, self_ensemble, protocol)}_{measure}"
+
+
+def eval_table_path(dataset: str, scale: int, self_ensemble: bool = False, protocol: str = DEFAULT_PROTOCOL) -> str:
+    """``eval/set5_x4.csv`` (``eval/set5_x4_se.csv``, ``eval/div2k_x4_rgb_paper.csv``): the
+    artifact holding one evaluation's per-image scores."""
+    suffix = metric_prefix(dataset, self_ensemble, protocol).removeprefix(f"eval_{dataset}")
+    return f"{EVAL_TABLES_FOLDER}/{dataset}_x{scale}{suffix}.csv"
+
+
+def is_default_evaluation(stem: str) -> bool:
+    """Whether an :class:`EvalKey`'s ``dataset`` stem is a set scored the default way (no
+    self-ensemble, the default protocol): ``set5`` yes, ``set5_se`` and ``div2k_rgb_paper`` no."""
+    return not stem.endswith((f"_{SELF_ENSEMBLE_SUFFIX}", f"_{PAPER_RGB_PROTOCOL}"))
 
 
 @dataclass(frozen=True)

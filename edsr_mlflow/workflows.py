@@ -224,7 +224,7 @@ def evaluate_model(
     for e in evaluations:
         prefix = schema.metric_prefix(e.dataset, self_ensemble, protocol.name)
         metrics.update({f"{prefix}_{measure}": value for measure, value in e.measures().items()})
-        tables[f"eval/{e.dataset}_x{scale}{prefix.removeprefix(f'eval_{e.dataset}')}.csv"] = e.scores.table()  # _se, _rgb_paper
+        tables[schema.eval_table_path(e.dataset, scale, self_ensemble, protocol.name)] = e.scores.table()
     if run_id is None:
         params = {"model": model_uri, "scale": scale, "datasets": ",".join(datasets)}
         with tracking.evaluation_run(f"bicubic_x{scale}", {"upscaler": BICUBIC, "scale": str(scale)}, params) as run:

@@ -392,6 +392,55 @@ def test_steps_to_gain_cells_give_the_mean_over_seeds_or_say_a_seed_never_got_th
     assert findings._header("steps_to_gain_0.5db") == "steps to +0.5 dB"
 
 
+def per_image_scores(psnr: dict[str, float], bicubic: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame({"image": list(psnr), "psnr": list(psnr.values()), "bicubic_psnr": [bicubic[i] for i in psnr]})
+
+
+def test_per_image_table_holds_each_configurations_mean_over_seeds_image_by_image():
+    usable = tidy_rows([
+        {"run_id": "a1", "upsampler": "subpixel", "blocks": 2, "seed": 1, "val_psnr": 30.0},
+        {"run_id": "a2", "upsampler": "subpixel", "blocks": 2, "seed": 2, "val_psnr": 30.0},
+        {"run_id": "b1", "upsampler": "nearest", "blocks": 2, "seed": 1, "val_psnr": 30.0},
+        {"run_id": "c1", "upsampler": "bilinear", "blocks": 2, "seed": 1, "val_psnr": 30.0},  # no table: left out
+    ])
+    bicubic = {"img10.png": 25.0, "img2.png": 30.0}
+    tables = {
+        "a1": per_image_scores({"img2.png": 31.0, "img10.png": 26.0}, bicubic),
+        "a2": per_image_scores({"img2.png": 32.0, "img10.png": 24.0}, bicubic),
+        "b1": per_image_scores({"img2.png": 29.0, "img10.png": 26.5}, bicubic),
+    }
+    table = findings.per_image_table(usable, tables)
+    assert table.columns.tolist() == ["image", "bicubic", "edsr_x2_b2_f8_nearest", "edsr_x2_b2_f8_subpixel", "best"]
+    assert table["image"].tolist() == ["img2.png", "img10.png", "mean"]  # natural order, then the mean row
+    assert table["edsr_x2_b2_f8_subpixel"].tolist() == [31.5, 25.0, 28.25]
+    assert table["edsr_x2_b2_f8_nearest"].tolist() == [29.0, 26.5, 27.75]
+    assert table["best"].tolist() == ["edsr_x2_b2_f8_subpixel", "edsr_x2_b2_f8_nearest", "edsr_x2_b2_f8_subpixel"]
+    markdown = findings.per_image_markdown(table, "set5 x2")
+    assert "| img10.png | 25.00 | **26.50** | 25.00 |" in markdown and markdown.startswith("## set5 x2\n")
+    # A model below bicubic everywhere: bicubic is the best of the row.
+    worse = findings.per_image_table(usable, {"b1": per_image_scores({"img2.png": 29.0}, {"img2.png": 30.0})})
+    assert worse["best"].tolist() == ["bicubic", "bicubic"]
+
+
+def test_compare_writes_per_image_tables_from_the_runs_eval_tables(study, tmp_path):
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for seed, shift in ((1, 0.0), (2, 1.0)):  # the two set5-evaluated runs of edsr_x2_b1_f8_subpixel
+        path = tmp_path / f"seed{seed}" / "set5_x2.csv"
+        path.parent.mkdir()
+        per_image_scores({"baby.png": 33.0 + shift, "bird.png": 34.0 + shift}, {"baby.png": 32.0, "bird.png": 33.0}).to_csv(path, index=False)
+        client.log_artifact(study[f"subpixel_b1_s{seed}"], str(path), artifact_path="eval")
+    usable, _ = findings.split_runs(findings.tidy_runs(run_store.training_runs(run_store.comparison_scope("study", None))))
+    from edsr_mlflow.comparison import write_per_image_tables
+
+    [csv, markdown] = write_per_image_tables(usable, tmp_path / "per_image")
+    assert csv.name == "set5_x2.csv" and markdown.name == "set5_x2.md"
+    table = pd.read_csv(csv)
+    assert table.columns.tolist() == ["image", "bicubic", "edsr_x2_b1_f8_subpixel", "best"]
+    assert table["edsr_x2_b1_f8_subpixel"].tolist() == [33.5, 34.5, 34.0]
+
+
 def pareto_table(scale, cost, quality, budget=None) -> pd.DataFrame:
     table = pd.DataFrame({"scale": scale, "train_time_s_mean": cost, "val_psnr_mean": quality})
     return table if budget is None else table.assign(budget=budget)

@@ -32,6 +32,15 @@ def test_every_eval_key_parses_back_to_its_set_and_measure(dataset, protocol, se
         assert parsed.dataset == schema.metric_prefix(dataset, self_ensemble, protocol).removeprefix("eval_")
 
 
+@pytest.mark.parametrize(("self_ensemble", "protocol", "path"), [
+    (False, "y", "eval/set5_x4.csv"), (True, "y", "eval/set5_x4_se.csv"), (False, "rgb_paper", "eval/set5_x4_rgb_paper.csv"),
+])
+def test_per_image_tables_are_found_only_for_sets_scored_the_default_way(self_ensemble, protocol, path):
+    assert schema.eval_table_path("set5", 4, self_ensemble, protocol) == path
+    stem = schema.parse_eval_key(schema.eval_key("set5", "psnr", self_ensemble, protocol)).dataset
+    assert schema.is_default_evaluation(stem) == (path == "eval/set5_x4.csv")
+
+
 def test_keys_of_the_default_protocol_carry_no_protocol_name():
     assert schema.eval_key("set5", "psnr") == "eval_set5_psnr"
     assert schema.eval_key("set5", "psnr", True) == "eval_set5_se_psnr"
