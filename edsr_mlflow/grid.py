@@ -17,7 +17,8 @@ A grid file::
       dataset: div2k
     evaluate: [set5, set14]         # optional: benchmarks scored after each training run
     comparisons:                    # optional, pre-declared: paired by seed in `compare`
-      - [edsr_x4_b8_f64_subpixel, edsr_x4_b8_f64_transpose]
+      - [edsr_x4_b8_f64_subpixel, edsr_x4_b8_f64_transpose]      # within each training budget
+      - [edsr_x4_b8_f64_subpixel@2000, edsr_x4_b8_f64_transpose@3270]  # across budgets: these steps
     comparison_metrics: [eval_set5_psnr]   # optional (default: val_psnr)
     steps_to_gain_db: [0.5, 1.0]    # optional: `compare` reports the steps each configuration took
                                     # to reach bicubic + these gains on its validation curve (default [0.5, 1.0])
@@ -39,6 +40,7 @@ import yaml
 from .config import TrainConfig
 from .errors import ConfigError
 from .findings import DEFAULT_GAIN_THRESHOLDS_DB
+from .schema import STEPS_QUALIFIER, comparison_side
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Fields every run of a sweep logged; runs from before the upsampler controls lack those two
@@ -65,10 +67,18 @@ def _comparisons(raw, configs: list[TrainConfig], path: Path) -> tuple[tuple[str
         return ()
     if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
         raise ConfigError(f"grid file {path}: comparisons must be a list of [run name a, run name b] pairs")
-    unknown = sorted({str(n) for pair in raw for n in pair} - names)
+    try:
+        sides = [[comparison_side(str(side)) for side in pair] for pair in raw]
+    except ValueError as error:
+        raise ConfigError(f"grid file {path}: comparison {error}") from None
+    unknown = sorted({name for pair in sides for name, _ in pair} - names)
     if unknown:
         raise ConfigError(f"grid file {path}: comparisons name {', '.join(unknown)}, which the grid does not make; "
                           f"use run names such as {sorted(names)[0]}")
+    half = [f"{a} - {b}" for (a, b), pair in zip(raw, sides) if (pair[0][1] is None) != (pair[1][1] is None)]
+    if half:
+        raise ConfigError(f"grid file {path}: comparison {half[0]} gives the steps ({STEPS_QUALIFIER}<steps>) of one side "
+                          "only; give both (a comparison across budgets) or neither (pairs within each budget)")
     return tuple((str(a), str(b)) for a, b in raw)
 
 

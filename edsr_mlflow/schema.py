@@ -61,6 +61,24 @@ def run_name(scale: int, blocks: int, filters: int, upsampler: str,
 # ---------------------------------------------------------------- training metrics
 
 # Logged once per epoch, at step = epoch number (1-based).
+# A side of a pre-declared comparison: a run name, or ``<run name>@<total steps>`` for the
+# runs of that configuration trained for that many steps (epochs x steps_per_epoch), which
+# pairs by seed with another budget's runs (a compute-matched arm).
+STEPS_QUALIFIER = "@"
+
+
+def comparison_side(side: str) -> tuple[str, int | None]:
+    """``("edsr_x4_b8_f32_transpose", 3270)`` for ``edsr_x4_b8_f32_transpose@3270``; the
+    steps None for a bare run name. Raises ValueError for steps that are not a positive whole
+    number."""
+    name, qualifier, steps = side.partition(STEPS_QUALIFIER)
+    if not qualifier:
+        return side, None
+    if not steps.isdigit() or int(steps) <= 0:
+        raise ValueError(f"{side!r}: the steps after {STEPS_QUALIFIER!r} must be a positive whole number")
+    return name, int(steps)
+
+
 EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_time_ms", "patches_per_s", "learning_rate")
 # Logged once, when training ends.
 FINAL_METRICS = ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "bicubic_val_ssim", "val_psnr_gain", "epochs_completed")

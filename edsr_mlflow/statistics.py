@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from .findings import configuration_labels, with_budget
+from .schema import comparison_side
 
 PRACTICAL_THRESHOLD_DB = 0.05
 ALPHA = 0.05
@@ -74,17 +75,30 @@ def verdict(mean: float, ci_low: float, ci_high: float, p_holm: float, threshold
 
 def labelled(usable: pd.DataFrame) -> pd.DataFrame:
     """``usable`` runs (findings.split_runs) with a ``label`` column (the configuration's run
-    name) and a ``budget`` column (findings.budget_labels)."""
-    return with_budget(usable).assign(label=configuration_labels(usable))
+    name), a ``budget`` column (findings.budget_labels) and ``total_steps`` (epochs x
+    steps_per_epoch; NaN where a run logged neither)."""
+    steps = [pd.to_numeric(usable[f"param:{name}"], errors="coerce") if f"param:{name}" in usable else np.nan
+             for name in ("epochs", "steps_per_epoch")]
+    return with_budget(usable).assign(label=configuration_labels(usable), total_steps=steps[0] * steps[1])
 
 
 def paired_differences(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series:
     """``metric`` of configuration ``a`` minus that of ``b``, per seed and training budget both
     have (indexed by budget and seed): runs of different budgets never pair, nor are averaged.
     ``runs`` is :func:`labelled`; a configuration with several runs of one seed and budget uses
-    their mean."""
+    their mean.
+
+    Sides written ``<run name>@<steps>`` (both, ``schema.comparison_side``) pair across budgets:
+    the runs of ``a`` trained for its steps with those of ``b`` trained for its, by seed (the
+    budget level of the index reads ``a@.. vs b@..``)."""
     if metric not in runs.columns:
         return _no_pairs()
+    (name_a, steps_a), (name_b, steps_b) = comparison_side(a), comparison_side(b)
+    if steps_a is not None and steps_b is not None:
+        per_seed = [runs[(runs["label"] == name) & (runs["total_steps"] == steps)].groupby("seed")[metric].mean()
+                    for name, steps in ((name_a, steps_a), (name_b, steps_b))]
+        d = (per_seed[0] - per_seed[1]).dropna()
+        return pd.Series(d.to_numpy(), index=pd.MultiIndex.from_arrays([[f"{a} vs {b}"] * len(d), d.index], names=["budget", "seed"]))
     per_seed = runs[runs["label"].isin([a, b])].groupby(["label", "budget", "seed"])[metric].mean().unstack("label")
     if a not in per_seed or b not in per_seed:
         return _no_pairs()

@@ -80,3 +80,20 @@ def test_runs_of_different_budgets_never_pair_nor_average():
                                      ["val_psnr"]).to_dict("records")
     assert row["n"] == 2 and row["seeds"] == "1,2"
     assert row["mean_diff"] == pytest.approx(0.15)  # differences 0.1 and 0.2, the 35 dB run left out
+
+
+def test_sides_with_their_steps_pair_a_compute_matched_arm_across_budgets():
+    budget = {"param:epochs": "10", "param:steps_per_epoch": "200"}
+    matched = {"param:epochs": "10", "param:steps_per_epoch": "327"}
+    rows = ([{**r, **budget} for r in run_rows("subpixel", {1: 29.1, 2: 29.3}) + run_rows("transpose", {1: 29.0, 2: 29.1})]
+            + [{**r, **matched, "run_id": f"{r['run_id']}-matched"} for r in run_rows("transpose", {1: 29.3, 2: 29.2, 3: 29.9})])
+    usable = pd.DataFrame(rows)
+    across, within = statistics.paired_table(usable, [
+        ("edsr_x4_b8_f32_transpose@3270", "edsr_x4_b8_f32_subpixel@2000"),  # seed 3 has no sub-pixel partner
+        ("edsr_x4_b8_f32_subpixel", "edsr_x4_b8_f32_transpose"),  # within each budget: the 2,000-step runs only
+    ], ["val_psnr"]).to_dict("records")
+    assert across["n"] == 2 and across["seeds"] == "1,2"
+    assert across["mean_diff"] == pytest.approx(0.05)  # 29.3 - 29.1, 29.2 - 29.3
+    assert within["n"] == 2 and within["mean_diff"] == pytest.approx(0.15)
+    assert "| val_psnr | edsr_x4_b8_f32_transpose@3270 - edsr_x4_b8_f32_subpixel@2000 | 2 | +0.050 |" in statistics.paired_markdown(
+        statistics.paired_table(usable, [("edsr_x4_b8_f32_transpose@3270", "edsr_x4_b8_f32_subpixel@2000")], ["val_psnr"]))

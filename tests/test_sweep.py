@@ -210,5 +210,14 @@ def test_comparisons_name_configurations_the_grid_makes(tmp_path):
                                        comparison_metrics=["eval_set5_psnr"]))
     assert good.comparisons == (("edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_nearest"),)
     assert good.comparison_metrics == ("eval_set5_psnr",)
+    across = [["edsr_x2_b2_f64_subpixel@2000", "edsr_x2_b2_f64_nearest@3270"]]
+    assert grids.load_sweep(write_grid(tmp_path / "e.yaml", **base, comparisons=across)).comparisons == (tuple(across[0]),)
+    for pair, message in (
+        (["edsr_x2_b2_f64_subpixel@2000", "edsr_x2_b2_f64_nearest"], "gives the steps \\(@<steps>\\) of one side only"),
+        (["edsr_x2_b2_f64_subpixel@0", "edsr_x2_b2_f64_nearest@10"], "the steps after '@' must be a positive whole number"),
+        (["edsr_x2_b2_f64_bilinear@10", "edsr_x2_b2_f64_nearest@10"], "edsr_x2_b2_f64_bilinear, which the grid does not make"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            grids.load_sweep(write_grid(tmp_path / "f.yaml", **base, comparisons=[pair]))
     with pytest.raises(ConfigError, match="edsr_x2_b2_f64_bilinear, which the grid does not make"):
         grids.load_sweep(write_grid(tmp_path / "d.yaml", **base, comparisons=[["edsr_x2_b2_f64_subpixel", "edsr_x2_b2_f64_bilinear"]]))
