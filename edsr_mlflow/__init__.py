@@ -7,7 +7,7 @@ Modules, one concern each:
 - ``model``    -- the EDSR network and its upsampling stages (no logging, no I/O)
 - ``edsr_layers`` -- its custom Keras layers; ``edsr_pyfunc`` -- the logged model's pyfunc and the one
   uint8 path (both shipped in every logged model's ``code/``, so they import nothing else from here)
-- ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing
+- ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing, where the benchmark sets lie
 - ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature
 - ``data``     -- image sources (DIV2K via TFDS, a directory, bundled samples) and tf.data pipelines
 - ``training`` -- ``train(config, model, data) -> TrainResult``, Keras callbacks without MLflow
