@@ -1,12 +1,22 @@
-"""``edsr-mlflow crops``: the textured window, the grid's rows and panels."""
+"""``edsr-mlflow crops``: the textured window, the grid's rows and panels, the command end to end
+and its one-line refusals."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import mlflow
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image
 
-from edsr_mlflow import samples
+from edsr_mlflow import cli, crops, samples, schema
+from edsr_mlflow.errors import DataError, UserError
 from edsr_mlflow.images import bicubic_upscaler, make_pair
+
+from helpers import SHARED_DATA, needs_shared_data, write_images
 
 FLAT = 100
 
@@ -70,6 +80,16 @@ def test_a_window_that_does_not_fit_is_refused(size):
         samples.textured_crop_box(flat_image(13, 20), size)
 
 
+@needs_shared_data
+@pytest.mark.parametrize(("name", "box"), [("barbara", (66, 1, 114, 49)), ("zebra", (15, 57, 63, 105))])
+def test_set14_windows_are_in_the_cloth_and_the_stripes(name, box):
+    """Regression of what the picker chose, seen in the grid: barbara's checked tablecloth,
+    the zebra's stripes (x4 LR, 48 pixels)."""
+    window = crops.textured_window(SHARED_DATA / "Set14" / f"{name}.png", 4, 48)
+    assert window.box == box
+    assert window.pair.lr_image.shape[:2] == {"barbara": (144, 180), "zebra": (97, 146)}[name]
+
+
 # ---------------------------------------------------------------- the grid
 
 
@@ -128,3 +148,83 @@ def test_the_grid_stacks_titled_labelled_rows(windows):
         assert grid[top : top + label].min() < 128  # the row's title
         assert grid[top + label : top + 2 * label].min() < 128  # its panels' labels
         np.testing.assert_array_equal(grid[top + 2 * label : top + 2 * label + panel, :panel], next(iter(panels.values())))
+
+
+# ---------------------------------------------------------------- planning and the command
+
+
+def test_the_default_images_are_set14s_barbara_and_zebra(tmp_path, monkeypatch):
+    (tmp_path / "set14").mkdir()  # found whatever the folder's case, as evaluate finds it
+    assert crops.default_image_paths(tmp_path) == [tmp_path / "set14" / "barbara.png", tmp_path / "set14" / "zebra.png"]
+    monkeypatch.delenv("EDSR_BENCHMARK_ROOT", raising=False)
+    with pytest.raises(UserError, match=r"name the images to crop \(--image PATH"):
+        crops.default_image_paths(None)
+
+
+def test_an_image_smaller_than_the_crop_is_refused(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(path)
+    with pytest.raises(DataError, match=r"x2 LR image is 25x20 pixels, too small for a 24-pixel crop; pass --crop-size 20"):
+        crops.textured_window(path, 2, 24)
+    with pytest.raises(DataError, match="no such file"):
+        crops.textured_window(tmp_path / "missing.png", 2, 8)
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli.main, ["crops", *args])
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_bad_crops_input_is_one_line(tracking_store, tmp_path, monkeypatch):
+    monkeypatch.delenv("EDSR_BENCHMARK_ROOT", raising=False)
+    image = write_images(tmp_path / "photos", count=1, size=64) / "img0.png"
+    client = mlflow.MlflowClient()
+    failed = client.create_experiment("failed_only")
+    run_id = client.create_run(failed, tags={schema.KIND_TAG: schema.TRAIN}).info.run_id
+    client.set_terminated(run_id, "FAILED")
+    assert_one_line_error(run_cli("--experiment", "nope", "--image", str(image)), "experiment 'nope' does not exist")
+    assert_one_line_error(run_cli("--experiment", "failed_only", "--image", str(image)),
+                          "no FINISHED training run with its final metrics in experiment 'failed_only'")
+    assert_one_line_error(run_cli("--experiment", "failed_only"), "name the images to crop (--image PATH")
+    assert_one_line_error(run_cli("--image", str(image), "--output", str(tmp_path / "grid.txt")), "name the output with an image suffix")
+    assert run_cli("--crop-size", "0").exit_code == 2  # click's own refusal
+
+
+def test_bad_input_is_told_before_tensorflow_loads(tracking_store, tmp_path):
+    probe = ("import atexit, runpy, sys; "
+             "atexit.register(lambda: print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_FREE', file=sys.stderr)); "
+             "sys.argv = ['edsr-mlflow', *sys.argv[1:]]; runpy.run_module('edsr_mlflow', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", probe, "crops", "--experiment", "nope", "--image", "x.png"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3
+    assert lines[-2].startswith("error: experiment 'nope' does not exist") and lines[-1] == "TF_FREE"
+
+
+@pytest.mark.slow
+def test_crops_draws_the_grid_of_a_trained_run(tracking_store, tiny_params, tmp_path):
+    result = CliRunner().invoke(cli.main, ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in tiny_params.items()]])
+    assert result.exit_code == 0, result.output
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    photos = write_images(tmp_path / "photos", count=2, size=64)
+    output = tmp_path / "grid.png"
+    result = run_cli("--image", str(photos / "img0.png"), "--image", str(photos / "img1.png"), "--crop-size", "16",
+                     "--output", str(output))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {output} (1 configurations x 2 images)\n"
+    grid = np.asarray(Image.open(output))
+    panel = 16 * 2 * 5  # 16 LR pixels at x2, magnified 5 times to reach 160
+    assert grid.shape == (2 * (2 * samples.LABEL_HEIGHT + panel) + 8, 4 * panel + 3 * 4, 3)
+    assert all(r.info.status == "FINISHED" for r in mlflow.search_runs(search_all_experiments=True, output_format="list"))
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 1  # crops logs nothing
+
+    assert_one_line_error(run_cli("--image", str(tmp_path / "missing.png")), "missing.png: no such file")
+    assert_one_line_error(run_cli("--image", str(photos / "img0.png"), "--crop-size", "40"), "too small for a 40-pixel crop")
+    assert_one_line_error(run_cli("--image", str(photos / "img0.png"), "--scale", "4"), "no x4 runs in any experiment")
+    plan = crops.plan_textured_crops(None, None, [photos / "img0.png"], 16)
+    assert list(plan.runs["run_id"]) == [run.info.run_id] and list(plan.runs["label"]) == ["edsr_x2_b1_f8_subpixel"]
