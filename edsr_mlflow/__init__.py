@@ -7,11 +7,11 @@ Modules, one concern each:
 - ``model``    -- the EDSR network and its upsampling stages (no logging, no I/O)
 - ``edsr_layers`` -- its custom Keras layers; ``edsr_pyfunc`` -- the logged model's pyfunc and the one
   uint8 path (both shipped in every logged model's ``code/``, so they import nothing else from here)
-- ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing
+- ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing, where the benchmark sets lie
 - ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature
 - ``data``     -- image sources (DIV2K via TFDS, a directory, bundled samples) and tf.data pipelines
 - ``training`` -- ``train(config, model, data) -> TrainResult``, Keras callbacks without MLflow
-- ``inference``, ``evaluation``, ``samples`` -- SR images (whole, tiled, self-ensemble), scores, sample strips
+- ``inference``, ``evaluation``, ``samples`` -- SR images (whole, tiled, self-ensemble), scores, sample strips and crop grids
 - ``spectral`` -- where an upscaler's error lies: periodic-error (checkerboard) index, band PSNR
 - ``tracking`` -- runs in MLflow: URI, server check, run context managers, writes (no TensorFlow)
 - ``run_store`` -- queries: the runs ``compare`` reads, sweep children, safe filter values
@@ -21,8 +21,9 @@ Modules, one concern each:
 - ``findings``, ``plots`` -- the comparison table and its figures (pure pandas / matplotlib)
 - ``stale_runs`` -- runs ``mlflow run`` left RUNNING before the project started: found, closed
 - ``statistics`` -- paired comparisons of configurations by seed (t-intervals, Holm, verdicts)
-- ``workflows`` -- train, evaluate and upscale: the glue between the pure pieces and MLflow
+- ``workflows`` -- train, evaluate, upscale and the crop grid's models: the glue between the pure pieces and MLflow
 - ``comparison`` -- ``compare``: query, table, figures, the comparison run (no TensorFlow)
+- ``crops``    -- ``crops``: which runs, images and textured windows the crop grid shows (no TensorFlow)
 - ``distribute`` -- ``tf.distribute`` strategies by name, the multi-worker cluster
 - ``cli``      -- the ``edsr-mlflow`` click commands, thin adapters over the above
 """

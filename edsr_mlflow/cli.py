@@ -359,6 +359,33 @@ def compare(experiment, parent_run_id, output_dir, grid_file):
 
 
 @main.command()
+@click.option("--experiment", default="", help="Experiment whose training runs to show, one per configuration (empty: every experiment).")
+@click.option("--parent-run-id", default="", help="Only the child runs of this run, e.g. a sweep's parent (empty: no such filter).")
+@click.option("--image", "image_paths", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="An image to crop, its HR original (repeatable; default: Set14's barbara and zebra under --benchmark-root).")
+@click.option("--benchmark-root", default="", help="Folder holding Set14/, for the default images (empty: $EDSR_BENCHMARK_ROOT).")
+@click.option("--crop-size", type=click.IntRange(min=1), default=48, help="Side of each crop in LR pixels.")
+@click.option("--scale", type=COUNT, default=0, help="Show the runs of this scale (0: the runs' only scale).")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), default="textured_crops.png",
+              help="The grid image to write (PNG).")
+@friendly_errors
+def crops(experiment, parent_run_id, image_paths, benchmark_root, crop_size, scale, output_path):
+    """Crop grid from the most textured window of each image: per configuration bicubic | SR,
+    under LR | HR; one representative run (the seed nearest the mean) per configuration."""
+    from .crops import default_image_paths, plan_textured_crops
+    from .images import check_output_path, save_rgb
+
+    check_output_path(output_path)
+    plan = plan_textured_crops(experiment or None, parent_run_id or None,
+                               list(image_paths) or default_image_paths(benchmark_root or None), crop_size, scale)
+    _import_tensorflow_quietly()
+    from .workflows import textured_crop_grid
+
+    save_rgb(textured_crop_grid(plan), output_path)
+    click.echo(f"wrote {output_path} ({len(plan.runs)} configurations x {len(plan.windows)} images)")
+
+
+@main.command()
 @click.option("--grid", "grid_file", default="experiments/cpu_study.yaml", help="Grid file (see experiments/*.yaml).")
 @click.option("--max-parallel", type=INT, default=1, help="Configurations trained at once, each in its own process.")
 @click.option("--benchmark-root", default="", help="Folder holding Set5/, Set14/... for the grid's evaluate list (empty: $EDSR_BENCHMARK_ROOT).")

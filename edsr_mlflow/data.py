@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import tensorflow as tf
 
 from . import images
 from .errors import DataError
-from .images import DatasetInfo, ImagePair
+from .images import DatasetInfo, ImagePair, make_pair, resolve_eval_source
 from .metrics import SSIM_WINDOW
-from .schema import BENCHMARK_FOLDERS, DIV2K, eval_set_name
+from .schema import DIV2K
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,6 @@ SAMPLE_TRAIN_FILES = ("astronaut.png", "coffee.png", "rocket.jpg", "hubble_deep_
 SAMPLE_VAL_FILES = ("chelsea.png",)
 HOLDOUT_EVERY = 10  # deterministic hold-out: every 10th image (sorted by name) validates
 PATCHES_PER_IMAGE = 16  # patches cut from one decoded image per visit
-
-
-def make_pair(name: str, hr_image: np.ndarray, scale: int) -> ImagePair:
-    """Crops HR to a multiple of ``scale`` and derives LR by MATLAB-like bicubic downscaling."""
-    hr_image = images.crop_to_multiple(hr_image, scale)
-    return ImagePair(name, images.downscale(hr_image, scale), hr_image)
 
 
 def _digest(parts) -> str:
@@ -449,37 +442,6 @@ def load_sr_data(
 
 
 # ---------------------------------------------------------------- evaluation sets
-
-# The folder that holds the benchmarks' HR images (schema.BENCHMARK_FOLDERS names them).
-BENCHMARK_ROOT_ENV = "EDSR_BENCHMARK_ROOT"
-
-
-def benchmark_root(root: str | Path | None) -> Path | None:
-    """The benchmark root: the argument, else ``$EDSR_BENCHMARK_ROOT``, else none."""
-    root = root or os.environ.get(BENCHMARK_ROOT_ENV)
-    return Path(root).expanduser() if root else None
-
-
-def resolve_eval_source(source: str, root: str | Path | None) -> tuple[str, str | Path]:
-    """(short name for metric keys, what to load) for ``div2k``, a benchmark name or a folder."""
-    key = source.strip().lower()
-    if key == DIV2K:
-        return DIV2K, DIV2K
-    if key in BENCHMARK_FOLDERS:
-        folder_root = benchmark_root(root)
-        if folder_root is None:
-            raise DataError(f"benchmark '{source}' needs a benchmark root: pass --benchmark-root or set {BENCHMARK_ROOT_ENV} to the folder holding {BENCHMARK_FOLDERS[key]}/")
-        candidates = [p for p in folder_root.iterdir() if p.is_dir() and p.name.lower() == BENCHMARK_FOLDERS[key].lower()] if folder_root.is_dir() else []
-        if not candidates:
-            raise DataError(f"benchmark '{source}' not found: no {BENCHMARK_FOLDERS[key]}/ in {folder_root}; download its HR images there")
-        return key, candidates[0]
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        raise DataError(
-            f"unknown evaluation dataset '{source}': use div2k, one of {', '.join(BENCHMARK_FOLDERS)}, or an existing folder of HR images"
-        )
-    return eval_set_name(source), folder
-
 
 def load_eval_set(source: str, scale: int, root: str | Path | None = None) -> tuple[str, list[ImagePair]]:
     """Whole-image pairs of an evaluation set, and its short name (``set5``, ``div2k``...)."""

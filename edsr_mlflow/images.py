@@ -1,11 +1,13 @@
-"""Reading images and MATLAB-like bicubic resizing (model output becomes uint8 by
-:func:`edsr_pyfunc.to_uint8`, which every logged model ships).
+"""Reading images, MATLAB-like bicubic resizing and the (LR, HR) pairs it makes, and where the
+benchmark sets lie (model output becomes uint8 by :func:`edsr_pyfunc.to_uint8`, which every
+logged model ships). No TensorFlow: ``compare``'s side and ``crops`` use it before loading any.
 
 All images here are numpy arrays of shape (H, W, 3), dtype uint8, RGB in 0..255.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
+from .schema import BENCHMARK_FOLDERS, DIV2K, eval_set_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -102,6 +105,12 @@ def upscale_bicubic(lr_image: np.ndarray, scale: int) -> np.ndarray:
     return resize_bicubic(lr_image, width * scale, height * scale)
 
 
+def make_pair(name: str, hr_image: np.ndarray, scale: int) -> ImagePair:
+    """Crops HR to a multiple of ``scale`` and derives LR by MATLAB-like bicubic downscaling."""
+    hr_image = crop_to_multiple(hr_image, scale)
+    return ImagePair(name, downscale(hr_image, scale), hr_image)
+
+
 def check_output_path(path: str | Path) -> None:
     """Raises DataError unless an image can be written to ``path``: its folder exists and its
     suffix names a format (checked before the work that produces the image)."""
@@ -120,3 +129,34 @@ def list_image_files(directory: str | Path) -> list[Path]:
     """Image files directly in ``directory``, sorted by name."""
     directory = Path(directory)
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# The folder that holds the benchmarks' HR images (schema.BENCHMARK_FOLDERS names them).
+BENCHMARK_ROOT_ENV = "EDSR_BENCHMARK_ROOT"
+
+
+def benchmark_root(root: str | Path | None) -> Path | None:
+    """The benchmark root: the argument, else ``$EDSR_BENCHMARK_ROOT``, else none."""
+    root = root or os.environ.get(BENCHMARK_ROOT_ENV)
+    return Path(root).expanduser() if root else None
+
+
+def resolve_eval_source(source: str, root: str | Path | None) -> tuple[str, str | Path]:
+    """(short name for metric keys, what to load) for ``div2k``, a benchmark name or a folder."""
+    key = source.strip().lower()
+    if key == DIV2K:
+        return DIV2K, DIV2K
+    if key in BENCHMARK_FOLDERS:
+        folder_root = benchmark_root(root)
+        if folder_root is None:
+            raise DataError(f"benchmark '{source}' needs a benchmark root: pass --benchmark-root or set {BENCHMARK_ROOT_ENV} to the folder holding {BENCHMARK_FOLDERS[key]}/")
+        candidates = [p for p in folder_root.iterdir() if p.is_dir() and p.name.lower() == BENCHMARK_FOLDERS[key].lower()] if folder_root.is_dir() else []
+        if not candidates:
+            raise DataError(f"benchmark '{source}' not found: no {BENCHMARK_FOLDERS[key]}/ in {folder_root}; download its HR images there")
+        return key, candidates[0]
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise DataError(
+            f"unknown evaluation dataset '{source}': use div2k, one of {', '.join(BENCHMARK_FOLDERS)}, or an existing folder of HR images"
+        )
+    return eval_set_name(source), folder

@@ -11,8 +11,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data, distribute, images, model_logging, run_store, schema, tracking, training
+import numpy as np
+
+from . import data, distribute, images, model_logging, run_store, samples, schema, tracking, training
 from .config import TrainConfig, check_scale
+from .crops import CropPlan
 from .errors import UserError
 from .evaluation import SetScores, score_set
 from .images import bicubic_upscaler
@@ -243,6 +246,29 @@ def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: i
     sr_image = upscale(lr_image)
     images.save_rgb(sr_image, output_path)
     return sr_image.shape[1], sr_image.shape[0]
+
+
+def textured_crop_grid(plan: CropPlan) -> np.ndarray:
+    """The grid of :mod:`crops` as uint8 RGB: each planned run's logged model (loaded the safe
+    way, :func:`model_logging.load_keras_model`) upscales every textured window; rows are titled
+    with the configuration and the run."""
+    upscalers = [(f"{run.label}  (run {run.run_id})", model_upscaler(model_logging.load_keras_model(f"runs:/{run.run_id}/model")))
+                 for run in plan.runs.itertuples()]
+    tensorflow_log, expected = logging.getLogger("tensorflow"), _ExpectedRetracing()
+    tensorflow_log.addFilter(expected)
+    try:
+        return samples.crop_grid(plan.windows, upscalers, plan.scale, zoom=plan.zoom)
+    finally:
+        tensorflow_log.removeFilter(expected)
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning: each model's forward pass
+    (:func:`inference.make_forward`) traces once, but TensorFlow counts the traces of that one
+    Python function across models, so a dozen models read as retracing when nothing retraces."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 # ---------------------------------------------------------------- sweeps

@@ -11,7 +11,9 @@ import pytest
 
 from edsr_mlflow import findings, schema
 
-COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "schema", "tracking", "config", "stale_runs")
+# The compare side, and what crops plans with: bad input is told before TensorFlow loads for the models.
+COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "schema", "tracking", "config", "stale_runs",
+                "crops", "images", "samples")
 
 
 def test_the_compare_side_never_imports_tensorflow():
