@@ -26,6 +26,7 @@ PLOT_NAMES = {
     "psnr_vs_blocks": "psnr_vs_blocks.png",
     "psnr_per_epoch": "val_psnr_per_epoch.png",
     "psnr_vs_time": "psnr_vs_training_time.png",
+    "psnr_vs_macs": "psnr_vs_macs.png",
     "samples": "sample_crops.png",
 }
 
@@ -56,7 +57,7 @@ def compare_run(
     gain_thresholds_db: tuple[float, ...] = findings.DEFAULT_GAIN_THRESHOLDS_DB,
 ) -> ComparisonOutcome:
     """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
-    runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the table in five formats, the excluded runs and four
+    runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the table in five formats, the excluded runs and five
     figures to ``output_dir``; logs them all to a new run named ``comparison`` (tag
     ``edsr_mlflow.kind=comparison``) in the experiment holding most of the compared runs.
 
@@ -116,15 +117,16 @@ def compare_run(
 
 
 def write_figures(table: pd.DataFrame, usable: pd.DataFrame, histories: pd.DataFrame, plot_dir: Path) -> tuple[list[Path], list[str]]:
-    """Writes the four PNG figures (``histories``: the runs' ``val_psnr`` curves, as
-    ``run_store.metric_histories``); returns their paths and the configurations (labels) that
-    logged no sample image (left out of the crop grid)."""
+    """Writes the PNG figures of :data:`PLOT_NAMES` (``histories``: the runs' ``val_psnr``
+    curves, as ``run_store.metric_histories``); returns their paths and the configurations
+    (labels) that logged no sample image (left out of the crop grid)."""
     curves = findings.representative_runs(usable)
     samples, without_samples = sample_images(curves)
     figures = {
         "psnr_vs_blocks": plots.psnr_vs_blocks(table),
         "psnr_per_epoch": plots.psnr_per_epoch(histories[histories["run_id"].isin(curves["run_id"])], curves),
         "psnr_vs_time": plots.psnr_vs_training_time(table),
+        "psnr_vs_macs": plots.psnr_vs_macs(table),
         "samples": plots.sample_grid(samples),
     }
     paths = [plots.save_png(figure, plot_dir / PLOT_NAMES[name]) for name, figure in figures.items()]

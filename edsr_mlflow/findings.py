@@ -45,6 +45,9 @@ EXPORT_NAMES = {
     "latex": "findings.tex", "json": "findings.json",
 }
 EXCLUDED_FILE = "excluded_runs.csv"
+# The cost the table's Pareto column is against: the structural cost of a configuration, the same
+# on every machine (training wall time is not: it follows the machine and its load).
+PARETO_COST = "macs_per_lr_pixel"
 
 
 # ---------------------------------------------------------------- runs -> tidy runs
@@ -250,8 +253,8 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
     :func:`value_columns` (PSNR and gains in dB, SSIM 0..1, ``train_time_s`` seconds,
     ``step_time_ms`` and ``eval_<dataset>_ms_per_mp`` milliseconds); ``eval_<dataset>_n``
     (runs evaluated on that dataset); ``pareto`` (:func:`pareto_by_scale`: compared with at
-    least one other configuration of the same scale and budget, and none of them trains faster
-    and scores a higher mean validation PSNR); ``differing_params`` (params other than the seed
+    least one other configuration of the same scale and budget, and none of them costs no more
+    MACs per LR pixel and scores a higher mean validation PSNR, or costs fewer for the same); ``differing_params`` (params other than the seed
     that differ between the runs of the row; "" when none).
     """
     usable = with_budget(usable)
@@ -336,30 +339,38 @@ def pareto_groups(table: pd.DataFrame) -> np.ndarray:
     return table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
 
 
-def pareto_ranked(table: pd.DataFrame) -> np.ndarray:
-    """True where the Pareto front means something for a row: it has a mean training time and
-    validation PSNR, and at least one other row of its scale and budget has both."""
+def pareto_ranked(table: pd.DataFrame, cost: str = PARETO_COST) -> np.ndarray:
+    """True where the Pareto front against ``cost`` (a column of ``table``) means something for a
+    row: it has that cost and a mean validation PSNR, and at least one other row of its scale and
+    budget has both."""
     if table.empty:
         return np.zeros(0, dtype=bool)
-    cost = table["train_time_s_mean"].to_numpy(dtype=float)
+    costs = _cost_values(table, cost)
     quality = table["val_psnr_mean"].to_numpy(dtype=float)
-    valid = ~(np.isnan(cost) | np.isnan(quality))
+    valid = ~(np.isnan(costs) | np.isnan(quality))
     groups = pareto_groups(table)
     comparable = np.bincount(groups[valid], minlength=groups.max() + 1)  # rows with both, per group
     return valid & (comparable[groups] >= 2)
 
 
-def pareto_by_scale(table: pd.DataFrame) -> np.ndarray:
-    """The Pareto front of mean training time vs mean validation PSNR, within each scale and
-    budget (:func:`pareto_groups`). Only :func:`pareto_ranked` rows can be on it: a row alone
-    in its group, or without a training time, never is."""
+def pareto_by_scale(table: pd.DataFrame, cost: str = PARETO_COST) -> np.ndarray:
+    """The Pareto front of ``cost`` (a column of ``table``, lower is better: by default the MACs
+    per LR pixel, the structural cost) vs mean validation PSNR, within each scale and budget
+    (:func:`pareto_groups`). Only :func:`pareto_ranked` rows can be on it: a row alone in its
+    group, or without that cost, never is."""
     on_front = np.zeros(len(table), dtype=bool)
-    ranked, groups = pareto_ranked(table), pareto_groups(table)
-    cost, quality = table["train_time_s_mean"].to_numpy(dtype=float), table["val_psnr_mean"].to_numpy(dtype=float)
+    ranked, groups = pareto_ranked(table, cost), pareto_groups(table)
+    costs, quality = _cost_values(table, cost), table["val_psnr_mean"].to_numpy(dtype=float)
     for group in np.unique(groups[ranked]):
         positions = np.flatnonzero(ranked & (groups == group))
-        on_front[positions] = pareto_front(cost[positions], quality[positions])
+        on_front[positions] = pareto_front(costs[positions], quality[positions])
     return on_front
+
+
+def _cost_values(table: pd.DataFrame, cost: str) -> np.ndarray:
+    """The ``cost`` column as floats; NaN everywhere where the table has no such column (no row
+    is ranked)."""
+    return table[cost].to_numpy(dtype=float) if cost in table.columns else np.full(len(table), np.nan)
 
 
 # ---------------------------------------------------------------- curves to plot
@@ -407,6 +418,8 @@ HEADERS = {
     "val_psnr": "val PSNR (dB)", "val_psnr_gain": "gain (dB)", "val_ssim": "val SSIM",
     "train_time_s": "train time (s)", "step_time_ms": "step (ms)",
 }
+# The Pareto columns of the shown table, each named with the cost it is against.
+PARETO_HEADERS = {"pareto": "Pareto (MACs)"}
 
 
 def _decimals(column: str) -> int:
@@ -466,9 +479,9 @@ def below_bicubic(table: pd.DataFrame) -> np.ndarray:
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     """The table for people: strings, mean ± half-width of its 95 % t-interval over seeds in one
     cell (the mean alone for one run), units in the headers. A ``budget`` column only where
-    rows differ in budget; a gain below 0 dB carries :data:`BELOW_BICUBIC_MARK`; ``Pareto``
-    says yes only on a front that means something (:func:`pareto_by_scale`). :func:`table_notes`
-    says what these mean."""
+    rows differ in budget; a gain below 0 dB carries :data:`BELOW_BICUBIC_MARK`; ``Pareto
+    (MACs)`` says yes only on a front that means something (:func:`pareto_by_scale`).
+    :func:`table_notes` says what these mean."""
     shown = pd.DataFrame({
         "scale": "x" + table["scale"].astype(str),
         "upsampler": table["upsampler"],
@@ -488,7 +501,9 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
             mean_std_text(m, s, decimals, plus_minus) + (f" {BELOW_BICUBIC_MARK}" if column in gains and m < 0 else "")
             for m, s in zip(table[f"{column}_mean"], table[f"{column}_ci95"])
         ]
-    shown["Pareto"] = np.where(table["pareto"], "yes", "")
+    for column, header in PARETO_HEADERS.items():
+        if column in table.columns:
+            shown[header] = np.where(table[column], "yes", "")
     if table["differing_params"].astype(bool).any():
         shown["differs within row"] = table["differing_params"]
     return shown
@@ -496,7 +511,7 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
 
 def table_notes(table: pd.DataFrame) -> list[str]:
     """What a reader must know to read the table, one line each: budgets that differ between
-    rows, rows below bicubic, what the steps-to-gain columns count, and Pareto cells left
+    rows, rows below bicubic, what the steps-to-gain columns count, and Pareto (MACs) cells left
     blank ([] for a table of one budget, every model above bicubic, no steps-to-gain column and
     a Pareto front over several configurations)."""
     notes = []
@@ -510,13 +525,13 @@ def table_notes(table: pd.DataFrame) -> list[str]:
         notes.append(f"{', '.join(_header(c) for c in steps)}: training steps until the validation PSNR first reached "
                      f"bicubic's + that gain (to one epoch); {NOT_REACHED}: not by every seed within its budget")
     ranked = pareto_ranked(table)
-    timed = table["train_time_s_mean"].notna().all()
+    costed = not np.isnan(_cost_values(table, PARETO_COST)).any()
     if len(table) and not ranked.any():
-        notes.append("no Pareto front: one configuration per scale and budget" if timed else
-                     "no Pareto front: fewer than two configurations with a training time per scale and budget")
+        notes.append("no Pareto front: one configuration per scale and budget" if costed else
+                     "no Pareto front: fewer than two configurations with MACs per LR pixel per scale and budget")
     elif (~ranked).any():
-        notes.append(f"Pareto: only among configurations of one scale and budget; {int((~ranked).sum())} row(s) "
-                     "with no other to compare against" + ("" if timed else " or without a training time") + " left blank")
+        notes.append(f"{PARETO_HEADERS['pareto']}: only among configurations of one scale and budget; {int((~ranked).sum())} row(s) "
+                     "with no other to compare against" + ("" if costed else " or without MACs per LR pixel") + " left blank")
     return notes
 
 
