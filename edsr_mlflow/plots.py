@@ -130,7 +130,8 @@ def psnr_per_epoch(histories: pd.DataFrame, curves: pd.DataFrame) -> Figure:
 def psnr_vs_training_time(table: pd.DataFrame) -> Figure:
     """Mean validation PSNR against mean training time, error bars in both directions where
     some row has two seeds. No Pareto front: wall time follows the machine and its load, so the
-    front is drawn against MACs (:func:`psnr_vs_macs`)."""
+    front is drawn against MACs (:func:`psnr_vs_macs`) and measured throughput
+    (:func:`psnr_vs_throughput`)."""
     return _psnr_vs_cost(table, "train_time_s_mean", "train_time_s_std", None, "training time (s)",
                          "Validation PSNR vs training time")
 
@@ -142,6 +143,17 @@ def psnr_vs_macs(table: pd.DataFrame) -> Figure:
     and budget) are ringed and joined. The title says which of these it shows."""
     return _psnr_vs_cost(table, "macs_per_lr_pixel", None, "pareto", "multiply-accumulates per LR pixel",
                          "Validation PSNR vs MACs per LR pixel")
+
+
+def psnr_vs_throughput(table: pd.DataFrame) -> Figure:
+    """Mean validation PSNR against the training step time measured in one process for every
+    configuration (``train_step_ms_measured``, ``findings.with_throughput``; a median over
+    rounds, no horizontal bars), vertical error bars where some row has two seeds; the Pareto
+    front against it (``pareto_measured``) ringed and joined. Rows without a measurement are
+    left out."""
+    measured = table[table["train_step_ms_measured"].notna()]
+    return _psnr_vs_cost(measured, "train_step_ms_measured", None, "pareto_measured", "training step, measured (ms)",
+                         "Validation PSNR vs measured training step time")
 
 
 def _psnr_vs_cost(table: pd.DataFrame, cost: str, cost_std: str | None, front_column: str | None, xlabel: str, title: str) -> Figure:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -453,7 +454,8 @@ def plot_table(n: list[int], pareto: list[bool] | None = None) -> pd.DataFrame:
         "scale": 2, "upsampler": ["subpixel", "subpixel"], "blocks": [1, 2], "filters": 8, "n": n,
         "val_psnr_mean": [30.0, 31.0], "val_psnr_std": [np.nan if k < 2 else 0.5 for k in n],
         "train_time_s_mean": [10.0, 20.0], "train_time_s_std": [np.nan if k < 2 else 1.0 for k in n],
-        "macs_per_lr_pixel": [900.0, 1800.0], "pareto": pareto or [False, False],
+        "macs_per_lr_pixel": [900.0, 1800.0], "train_step_ms_measured": [50.0, 80.0],
+        "pareto": pareto or [False, False], "pareto_measured": pareto or [False, False],
     })
 
 
@@ -463,7 +465,7 @@ def error_bars(figure) -> int:
     return sum(isinstance(c, ErrorbarContainer) for ax in figure.axes for c in ax.containers)
 
 
-@pytest.mark.parametrize("draw", [plots.psnr_vs_blocks, plots.psnr_vs_training_time, plots.psnr_vs_macs])
+@pytest.mark.parametrize("draw", [plots.psnr_vs_blocks, plots.psnr_vs_training_time, plots.psnr_vs_macs, plots.psnr_vs_throughput])
 def test_error_bars_are_drawn_and_claimed_only_with_two_seeds(draw):
     single = draw(plot_table([1, 1]))
     assert "one seed per point, no error bars" in single.get_suptitle() and "std over seeds" not in single.get_suptitle()
@@ -474,7 +476,7 @@ def test_error_bars_are_drawn_and_claimed_only_with_two_seeds(draw):
     assert "none where one seed" in draw(plot_table([3, 1])).get_suptitle()
 
 
-@pytest.mark.parametrize("draw", [plots.psnr_vs_macs])
+@pytest.mark.parametrize("draw", [plots.psnr_vs_macs, plots.psnr_vs_throughput])
 def test_psnr_vs_cost_claims_a_front_only_where_there_is_one(draw):
     none = draw(plot_table([1, 1]))
     assert "no Pareto front" in none.get_suptitle() and "ringed" not in none.get_suptitle()
@@ -492,7 +494,7 @@ def test_psnr_vs_training_time_draws_no_front_against_wall_time():
     assert [ax.get_xlabel() for ax in plots.psnr_vs_macs(plot_table([1, 1])).axes] == ["multiply-accumulates per LR pixel"]
 
 
-# ---------------------------------------------------------------- cost: MACs per LR pixel (issue 9)
+# ---------------------------------------------------------------- cost: MACs and measured throughput (issue 9)
 
 
 def test_the_pareto_column_is_against_macs_not_training_time():
@@ -505,3 +507,89 @@ def test_the_pareto_column_is_against_macs_not_training_time():
     assert findings.pareto_by_scale(table, cost="train_time_s_mean").tolist() == [False, True, True]
     assert findings.display_table(table)["Pareto (MACs)"].tolist() == ["yes", "yes", ""]
     assert findings.table_notes(table) == []
+
+
+def write_throughput(path, rows: dict[str, tuple[float, float]]):
+    """A throughput file as benchmarks/grid_throughput.py writes it: label -> (step ms, inference ms/MP)."""
+    frame = pd.DataFrame([{"label": label, "scale": 2, "upsampler": "", "blocks": 1, "filters": 8, "params": 1, "macs_per_lr_pixel": 1,
+                           "train_step_ms": step, "train_patches_per_s": 16000 / step, "infer_ms_per_mp": infer, "rounds": 5}
+                          for label, (step, infer) in rows.items()], columns=list(findings.THROUGHPUT_COLUMNS))
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_measured_throughput_joins_the_table_by_configuration_and_leaves_the_rest_blank(tmp_path):
+    usable = tidy_rows([{"upsampler": "subpixel", "blocks": 1, "val_psnr": 30.0, "train_time_s": 10.0, "macs_per_lr_pixel": 900},
+                        {"upsampler": "subpixel", "blocks": 2, "val_psnr": 31.0, "train_time_s": 20.0, "macs_per_lr_pixel": 1800},
+                        {"upsampler": "transpose", "blocks": 1, "val_psnr": 29.0, "train_time_s": 5.0, "macs_per_lr_pixel": 300}])
+    path = write_throughput(tmp_path / "throughput.csv", {"edsr_x2_b1_f8_subpixel": (120.0, 900.0), "edsr_x2_b2_f8_subpixel": (100.0, 1500.0),
+                                                          "edsr_x4_b8_f32_nearest": (1.0, 1.0)})  # a configuration not in the table: ignored
+    table = findings.with_throughput(findings.aggregate(usable), findings.read_throughput(path))
+    assert table["train_step_ms_measured"].tolist()[:2] == [120.0, 100.0] and np.isnan(table["train_step_ms_measured"][2])
+    assert table["infer_ms_per_mp_measured"].tolist()[:2] == [900.0, 1500.0] and np.isnan(table["infer_ms_per_mp_measured"][2])
+    # Measured, b2 is faster per step and better: b1 is off that front; the unmeasured row is never on it.
+    assert table["pareto_measured"].tolist() == [False, True, False]
+    assert table["pareto"].tolist() == [True, True, True]
+    shown = findings.display_table(table)
+    assert shown["step, measured (ms)"].tolist() == ["120.0", "100.0", ""]
+    assert shown["inference, measured (ms/MP)"].tolist() == ["900.0", "1,500.0", ""]
+    assert list(shown.columns[-2:]) == ["Pareto (MACs)", "Pareto (measured)"]
+    assert shown["Pareto (measured)"].tolist() == ["", "yes", ""]
+    [note] = findings.table_notes(table)
+    assert note.startswith("Pareto (measured): against the training step time measured") and note.endswith("1 row(s) not in the throughput file left blank")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("", "is not a readable CSV"),
+        ("label,train_step_ms\nedsr_x2_b1_f8_subpixel,10\n", "lacks column(s) infer_ms_per_mp"),
+        ("label,train_step_ms,infer_ms_per_mp\nedsr_x2_b1_f8_subpixel,fast,10\n", "row(s) edsr_x2_b1_f8_subpixel need a label and positive numbers"),
+        ("label,train_step_ms,infer_ms_per_mp\na,1,1\na,2,2\n", "names a more than once"),
+        (b"\xff\xfe\x00garbage", "is not a readable CSV"),
+    ],
+)
+def test_a_missing_or_malformed_throughput_file_is_one_line_error(tmp_path, content, message):
+    from edsr_mlflow.errors import ConfigError
+
+    path = tmp_path / "throughput.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        findings.read_throughput(path)
+    assert "\n" not in str(error.value) and str(error.value).startswith(f"throughput file {path}")
+
+
+def test_compare_command_with_a_throughput_file(study, tmp_path):
+    import mlflow
+
+    out = tmp_path / "out"
+    path = write_throughput(tmp_path / "measured.csv", {"edsr_x2_b1_f8_nearest": (80.0, 700.0), "edsr_x2_b1_f8_bilinear": (60.0, 650.0)})
+    path.with_suffix(".json").write_text('{"cpu_model": "test"}\n')
+    result = CliRunner().invoke(cli.main, ["compare", "--experiment", "sweep", "--output-dir", str(out), "--throughput", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "| Pareto (MACs) | Pareto (measured) |" in result.stdout and "| 80.0 | 700.0 |" in result.stdout
+    csv = pd.read_csv(out / "findings.csv")
+    assert dict(zip(csv["upsampler"], csv["train_step_ms_measured"])) == {"bilinear": 60.0, "nearest": 80.0}
+    # bilinear (20 dB) is faster, nearest (29.5 dB mean) better: both on the measured front.
+    assert csv["pareto_measured"].tolist() == [True, True]
+    assert (out / "plots" / "psnr_vs_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "throughput.csv").read_text() == path.read_text() and (out / "throughput.json").is_file()
+    [comparison] = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("sweep").experiment_id],
+                                                     f"tags.`{schema.KIND_TAG}` = 'comparison'")
+    assert comparison.data.params["throughput"] == str(path)
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(comparison.info.run_id)}
+    assert {"throughput.csv", "throughput.json"} <= logged
+
+
+def test_compare_command_refuses_a_malformed_throughput_file_in_one_line(study, tmp_path):
+    path = tmp_path / "throughput.csv"
+    path.write_text("label,steps\nx,1\n")
+    result = CliRunner().invoke(cli.main, ["compare", "--experiment", "sweep", "--output-dir", str(tmp_path / "out"), "--throughput", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: throughput file {path} lacks column(s) train_step_ms, infer_ms_per_mp")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # refused before any query or file
