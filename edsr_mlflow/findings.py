@@ -255,8 +255,9 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
     ``step_time_ms`` and ``eval_<dataset>_ms_per_mp`` milliseconds); ``eval_<dataset>_n``
     (runs evaluated on that dataset); ``pareto`` (:func:`pareto_by_scale`: compared with at
     least one other configuration of the same scale and budget, and none of them costs no more
-    MACs per LR pixel and scores a higher mean validation PSNR, or costs fewer for the same); ``differing_params`` (params other than the seed
-    that differ between the runs of the row; "" when none).
+    MACs per LR pixel for a higher mean validation PSNR, or fewer for the same);
+    ``differing_params`` (params other than the seed that differ between the runs of the row;
+    "" when none).
     """
     usable = with_budget(usable)
     keys = list(ROW_KEYS)
@@ -426,9 +427,10 @@ def read_throughput(path: Path) -> pd.DataFrame:
 
 def with_throughput(table: pd.DataFrame, throughput: pd.DataFrame) -> pd.DataFrame:
     """``table`` with the measured timings of :func:`read_throughput` as
-    :data:`MEASURED_COLUMNS`, matched by configuration label (rows of several budgets share
-    their configuration's), blank (NaN) for configurations without a row; and
-    ``pareto_measured``: the front against the measured training step time."""
+    :data:`MEASURED_COLUMNS`, matched by configuration label, blank (NaN) for configurations
+    without a row; and ``pareto_measured``: the front against the measured training step time.
+    The step time was measured at the file's patch and batch size (the grid's): rows of one
+    configuration with other budgets get the same numbers."""
     by_label = throughput.set_index(THROUGHPUT_LABEL)
     labels = pd.Series(configuration_labels(table), index=table.index, dtype=object)
     measured = table.assign(**{column: labels.map(by_label[timing]).astype(float) for timing, column in MEASURED_COLUMNS.items()})
