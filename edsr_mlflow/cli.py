@@ -322,8 +322,9 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
 @click.option("--parent-run-id", default="", help="Compare only the child runs of this run, e.g. a sweep's parent (empty: no such filter).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default="outputs/comparison", help="Where the table, excluded runs and figures are written (files there are replaced).")
 @click.option("--grid", "grid_file", default="", help="Grid file whose pre-declared comparisons to report, paired by seed, and steps_to_gain_db thresholds (empty: none; +0.5 and +1 dB).")
+@click.option("--throughput", default="", help="CSV of benchmarks/grid_throughput.py: measured step and inference times per configuration, and a Pareto front against them (empty: none).")
 @friendly_errors
-def compare(experiment, parent_run_id, output_dir, grid_file):
+def compare(experiment, parent_run_id, output_dir, grid_file, throughput):
     """Compare training runs: one row per configuration, mean and std over seeds."""
     from .findings import DEFAULT_GAIN_THRESHOLDS_DB
 
@@ -339,7 +340,8 @@ def compare(experiment, parent_run_id, output_dir, grid_file):
 
     try:
         outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir,
-                              comparisons=comparisons, comparison_metrics=metrics, gain_thresholds_db=gains)
+                              comparisons=comparisons, comparison_metrics=metrics, gain_thresholds_db=gains,
+                              throughput=Path(throughput) if throughput else None)
     except NothingToCompare as error:
         if stale := find_stale_runs():  # e.g. the newcomer's one `mlflow run .`, failed for want of conda
             raise TrackingError(f"{error}; {stale_note(stale).removeprefix('note: ')}") from None

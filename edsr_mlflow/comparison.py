@@ -9,6 +9,7 @@ validation curve (the steps-to-gain columns); sample images, one request per con
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,12 @@ PLOT_NAMES = {
     "psnr_vs_blocks": "psnr_vs_blocks.png",
     "psnr_per_epoch": "val_psnr_per_epoch.png",
     "psnr_vs_time": "psnr_vs_training_time.png",
+    "psnr_vs_macs": "psnr_vs_macs.png",
+    "psnr_vs_throughput": "psnr_vs_throughput.png",  # only with a throughput file
     "samples": "sample_crops.png",
 }
+# The throughput file compare was given, and its metadata, as copied into the output folder.
+THROUGHPUT_FILE, THROUGHPUT_METADATA_FILE = "throughput.csv", "throughput.json"
 
 
 @dataclass(frozen=True)
@@ -55,20 +60,27 @@ def compare_run(
     comparison_metrics: tuple[str, ...] = ("val_psnr",),
     sweep: str | None = None,
     gain_thresholds_db: tuple[float, ...] = findings.DEFAULT_GAIN_THRESHOLDS_DB,
+    throughput: Path | None = None,
 ) -> ComparisonOutcome:
     """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
-    runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the table in five formats, the excluded runs and four
-    figures to ``output_dir``; logs them all to a new run named ``comparison`` (tag
+    runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the
+    table in five formats, the excluded runs, five figures (six with ``throughput``) and the
+    per-image tables to ``output_dir``; logs them all to a new run named ``comparison`` (tag
     ``edsr_mlflow.kind=comparison``) in the experiment holding most of the compared runs.
 
     With ``comparisons`` (pairs of run names, a grid file's pre-declared ones), also the paired
     per-seed differences of ``comparison_metrics`` (``paired_comparisons.csv`` / ``.md``).
     For each of ``gain_thresholds_db``, a column of the steps each configuration took to reach
     bicubic + that gain on its validation curve (``findings.steps_to_gain``).
+    With ``throughput`` (a CSV of ``benchmarks/grid_throughput.py``), the measured step and
+    inference times of each configuration and the Pareto front against the measured step time
+    (``findings.with_throughput``), and the file itself among the logged ones.
 
-    Raises ``TrackingError`` when the store is unreachable or the experiment or parent run
-    unknown; ``NothingToCompare`` (one) when no run can be compared.
+    Raises ``ConfigError`` when the throughput file is missing or malformed (before any query);
+    ``TrackingError`` when the store is unreachable or the experiment or parent run unknown;
+    ``NothingToCompare`` (one) when no run can be compared.
     """
+    measured = findings.read_throughput(throughput) if throughput is not None else None
     uri = tracking.check_tracking_server()
     scope = run_store.comparison_scope(experiment, parent_run_id, sweep)
     runs = run_store.training_runs(scope)
@@ -87,9 +99,12 @@ def compare_run(
     histories = run_store.metric_histories(list(usable["run_id"]), "val_psnr")
     usable = findings.with_steps_to_gain(usable, histories, gain_thresholds_db)
     table = findings.aggregate(usable)
+    if measured is not None:
+        table = findings.with_throughput(table, measured)
     table_files = findings.export_table(table, output_dir)
     plot_files, without_samples = write_figures(table, usable, histories, output_dir / "plots")
     per_image_files = write_per_image_tables(usable, output_dir / PER_IMAGE_FOLDER)
+    throughput_files = copy_throughput_files(throughput, output_dir) if throughput is not None else []
     paired, paired_text = None, ""
     if comparisons:
         paired = statistics.paired_table(usable, list(comparisons), list(comparison_metrics))
@@ -102,34 +117,40 @@ def compare_run(
     experiment_id = findings.home_experiment_id(runs)
     params = {
         "experiment": experiment or "", "parent_run_id": parent_run_id or "", **({"sweep": sweep} if sweep else {}),
+        **({"throughput": str(throughput)} if throughput is not None else {}),
         "compared_runs": len(usable), "excluded_runs": len(excluded), "configurations": len(table),
     }
     with tracking.closing_run(run_store.start_comparison_run(experiment_id, params)) as run:
         tracking.mark_model_training(run.info.experiment_id)
-        run_store.log_files([*table_files.values(), excluded_path])
+        run_store.log_files([*table_files.values(), excluded_path, *throughput_files])
         run_store.log_files(plot_files, artifact_path="plots")
         run_store.log_files(per_image_files, artifact_path=PER_IMAGE_FOLDER)
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
     return ComparisonOutcome(
         run_id=run_id, experiment_name=run_store.experiment_name(experiment_id),
         table=table, excluded=excluded, markdown=table_files["markdown"].read_text(),
-        files=[*table_files.values(), excluded_path, *plot_files, *per_image_files], without_samples=without_samples,
+        files=[*table_files.values(), excluded_path, *throughput_files, *plot_files, *per_image_files],
+        without_samples=without_samples,
         paired=paired, paired_markdown=paired_text,
     )
 
 
 def write_figures(table: pd.DataFrame, usable: pd.DataFrame, histories: pd.DataFrame, plot_dir: Path) -> tuple[list[Path], list[str]]:
-    """Writes the four PNG figures (``histories``: the runs' ``val_psnr`` curves, as
-    ``run_store.metric_histories``); returns their paths and the configurations (labels) that
-    logged no sample image (left out of the crop grid)."""
+    """Writes the PNG figures of :data:`PLOT_NAMES` (``histories``: the runs' ``val_psnr``
+    curves, as ``run_store.metric_histories``; PSNR vs measured throughput only where the table
+    has a measured step time); returns their paths and the configurations (labels) that logged no
+    sample image (left out of the crop grid)."""
     curves = findings.representative_runs(usable)
     samples, without_samples = sample_images(curves)
     figures = {
         "psnr_vs_blocks": plots.psnr_vs_blocks(table),
         "psnr_per_epoch": plots.psnr_per_epoch(histories[histories["run_id"].isin(curves["run_id"])], curves),
         "psnr_vs_time": plots.psnr_vs_training_time(table),
+        "psnr_vs_macs": plots.psnr_vs_macs(table),
         "samples": plots.sample_grid(samples),
     }
+    if findings.MEASURED_PARETO_COST in table.columns and table[findings.MEASURED_PARETO_COST].notna().any():
+        figures["psnr_vs_throughput"] = plots.psnr_vs_throughput(table)
     paths = [plots.save_png(figure, plot_dir / PLOT_NAMES[name]) for name, figure in figures.items()]
     return paths, without_samples
 
@@ -153,6 +174,20 @@ def write_per_image_tables(usable: pd.DataFrame, folder: Path) -> list[Path]:
             stem.with_suffix(".md").write_text(findings.per_image_markdown(table, f"{dataset} x{scale}: PSNR (dB, Y) per image, mean over seeds"))
             paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
     return paths
+
+
+def copy_throughput_files(throughput: Path, output_dir: Path) -> list[Path]:
+    """The throughput file and its metadata (``findings.throughput_metadata_path``, where there
+    is one) copied into ``output_dir`` as ``throughput.csv`` / ``.json``, so the comparison keeps
+    the timings it was drawn from; returns the copies' paths."""
+    copies = []
+    for source, name in ((Path(throughput), THROUGHPUT_FILE), (findings.throughput_metadata_path(throughput), THROUGHPUT_METADATA_FILE)):
+        target = output_dir / name
+        if source.is_file():
+            if not target.exists() or not source.samefile(target):
+                shutil.copyfile(source, target)
+            copies.append(target)
+    return copies
 
 
 def sample_images(curves: pd.DataFrame) -> tuple[list[tuple[str, np.ndarray]], list[str]]:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .errors import ConfigError
 from .schema import BUDGET_PARAMS, DEFAULT_TRANSPOSE_KERNEL, MODEL_FACTS, EvalKey, parse_eval_key, run_name, upsampler_variant
 
 CONFIG_KEYS = ("scale", "upsampler", "blocks", "filters")
@@ -45,6 +46,9 @@ EXPORT_NAMES = {
     "latex": "findings.tex", "json": "findings.json",
 }
 EXCLUDED_FILE = "excluded_runs.csv"
+# The cost the table's Pareto column is against: the structural cost of a configuration, the same
+# on every machine (training wall time is not: it follows the machine and its load).
+PARETO_COST = "macs_per_lr_pixel"
 
 
 # ---------------------------------------------------------------- runs -> tidy runs
@@ -250,9 +254,10 @@ def aggregate(usable: pd.DataFrame) -> pd.DataFrame:
     :func:`value_columns` (PSNR and gains in dB, SSIM 0..1, ``train_time_s`` seconds,
     ``step_time_ms`` and ``eval_<dataset>_ms_per_mp`` milliseconds); ``eval_<dataset>_n``
     (runs evaluated on that dataset); ``pareto`` (:func:`pareto_by_scale`: compared with at
-    least one other configuration of the same scale and budget, and none of them trains faster
-    and scores a higher mean validation PSNR); ``differing_params`` (params other than the seed
-    that differ between the runs of the row; "" when none).
+    least one other configuration of the same scale and budget, and none of them costs no more
+    MACs per LR pixel for a higher mean validation PSNR, or fewer for the same);
+    ``differing_params`` (params other than the seed that differ between the runs of the row;
+    "" when none).
     """
     usable = with_budget(usable)
     keys = list(ROW_KEYS)
@@ -336,30 +341,101 @@ def pareto_groups(table: pd.DataFrame) -> np.ndarray:
     return table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
 
 
-def pareto_ranked(table: pd.DataFrame) -> np.ndarray:
-    """True where the Pareto front means something for a row: it has a mean training time and
-    validation PSNR, and at least one other row of its scale and budget has both."""
+def pareto_ranked(table: pd.DataFrame, cost: str = PARETO_COST) -> np.ndarray:
+    """True where the Pareto front against ``cost`` (a column of ``table``) means something for a
+    row: it has that cost and a mean validation PSNR, and at least one other row of its scale and
+    budget has both."""
     if table.empty:
         return np.zeros(0, dtype=bool)
-    cost = table["train_time_s_mean"].to_numpy(dtype=float)
+    costs = _cost_values(table, cost)
     quality = table["val_psnr_mean"].to_numpy(dtype=float)
-    valid = ~(np.isnan(cost) | np.isnan(quality))
+    valid = ~(np.isnan(costs) | np.isnan(quality))
     groups = pareto_groups(table)
     comparable = np.bincount(groups[valid], minlength=groups.max() + 1)  # rows with both, per group
     return valid & (comparable[groups] >= 2)
 
 
-def pareto_by_scale(table: pd.DataFrame) -> np.ndarray:
-    """The Pareto front of mean training time vs mean validation PSNR, within each scale and
-    budget (:func:`pareto_groups`). Only :func:`pareto_ranked` rows can be on it: a row alone
-    in its group, or without a training time, never is."""
+def pareto_by_scale(table: pd.DataFrame, cost: str = PARETO_COST) -> np.ndarray:
+    """The Pareto front of ``cost`` (a column of ``table``, lower is better: by default the MACs
+    per LR pixel, the structural cost) vs mean validation PSNR, within each scale and budget
+    (:func:`pareto_groups`). Only :func:`pareto_ranked` rows can be on it: a row alone in its
+    group, or without that cost, never is."""
     on_front = np.zeros(len(table), dtype=bool)
-    ranked, groups = pareto_ranked(table), pareto_groups(table)
-    cost, quality = table["train_time_s_mean"].to_numpy(dtype=float), table["val_psnr_mean"].to_numpy(dtype=float)
+    ranked, groups = pareto_ranked(table, cost), pareto_groups(table)
+    costs, quality = _cost_values(table, cost), table["val_psnr_mean"].to_numpy(dtype=float)
     for group in np.unique(groups[ranked]):
         positions = np.flatnonzero(ranked & (groups == group))
-        on_front[positions] = pareto_front(cost[positions], quality[positions])
+        on_front[positions] = pareto_front(costs[positions], quality[positions])
     return on_front
+
+
+def _cost_values(table: pd.DataFrame, cost: str) -> np.ndarray:
+    """The ``cost`` column as floats; NaN everywhere where the table has no such column (no
+    throughput measured: no row is ranked)."""
+    return table[cost].to_numpy(dtype=float) if cost in table.columns else np.full(len(table), np.nan)
+
+
+# ---------------------------------------------------------------- measured throughput
+
+# The columns of a throughput file (benchmarks/grid_throughput.py writes it, ``compare
+# --throughput`` reads it): one row per configuration, ``label`` its run name
+# (:func:`configuration_labels`), the timings medians over rounds.
+THROUGHPUT_LABEL = "label"
+THROUGHPUT_TIMINGS = ("train_step_ms", "train_patches_per_s", "infer_ms_per_mp")
+THROUGHPUT_COLUMNS = (THROUGHPUT_LABEL, "scale", "upsampler", "blocks", "filters", "params", "macs_per_lr_pixel",
+                      *THROUGHPUT_TIMINGS, "rounds")
+# The table's columns from a throughput file (timing -> column), and the front against the first.
+MEASURED_COLUMNS = {"train_step_ms": "train_step_ms_measured", "infer_ms_per_mp": "infer_ms_per_mp_measured"}
+MEASURED_PARETO_COST = MEASURED_COLUMNS["train_step_ms"]
+
+
+def throughput_metadata_path(path: Path) -> Path:
+    """Where the metadata of a throughput file is (the machine, the date, the library versions,
+    the benchmark's settings): beside it, with ``.json`` for its suffix."""
+    return Path(path).with_suffix(".json")
+
+
+def read_throughput(path: Path) -> pd.DataFrame:
+    """A throughput file (CSV with :data:`THROUGHPUT_COLUMNS`; columns past ``label`` and the
+    timings are not needed here): ``label`` and the timings as floats (milliseconds per step,
+    patches per second, milliseconds per output megapixel). Raises ``ConfigError``, one line,
+    when the file is missing, not a CSV, lacks a column, holds a timing that is not a positive
+    number, or names a configuration twice."""
+    path = Path(path)
+    fix = "write it with python benchmarks/grid_throughput.py --grid GRID --output PATH"
+    try:
+        raw = pd.read_csv(path, dtype={THROUGHPUT_LABEL: str})
+    except FileNotFoundError:
+        raise ConfigError(f"throughput file {path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"throughput file {path} is not a readable CSV ({reason}); {fix}") from None
+    needed = (THROUGHPUT_LABEL, *MEASURED_COLUMNS)
+    missing = [c for c in needed if c not in raw.columns]
+    if missing:
+        raise ConfigError(f"throughput file {path} lacks column(s) {', '.join(missing)} (it needs {', '.join(needed)}); {fix}")
+    timings = raw[list(MEASURED_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    bad = raw.loc[~(timings > 0).all(axis=1) | raw[THROUGHPUT_LABEL].isna(), THROUGHPUT_LABEL]
+    if len(bad):
+        raise ConfigError(f"throughput file {path}: row(s) {', '.join(map(str, bad.fillna('(no label)')))} need a label and "
+                          f"positive numbers in {', '.join(MEASURED_COLUMNS)}; {fix}")
+    repeated = sorted(set(raw.loc[raw[THROUGHPUT_LABEL].duplicated(), THROUGHPUT_LABEL]))
+    if repeated:
+        raise ConfigError(f"throughput file {path} names {', '.join(repeated)} more than once; keep one row per configuration")
+    return pd.concat([raw[[THROUGHPUT_LABEL]], timings], axis=1)
+
+
+def with_throughput(table: pd.DataFrame, throughput: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the measured timings of :func:`read_throughput` as
+    :data:`MEASURED_COLUMNS`, matched by configuration label, blank (NaN) for configurations
+    without a row; and ``pareto_measured``: the front against the measured training step time.
+    The step time was measured at the file's patch and batch size (the grid's): rows of one
+    configuration with other budgets get the same numbers."""
+    by_label = throughput.set_index(THROUGHPUT_LABEL)
+    labels = pd.Series(configuration_labels(table), index=table.index, dtype=object)
+    measured = table.assign(**{column: labels.map(by_label[timing]).astype(float) for timing, column in MEASURED_COLUMNS.items()})
+    measured["pareto_measured"] = pareto_by_scale(measured, MEASURED_PARETO_COST)
+    return measured
 
 
 # ---------------------------------------------------------------- curves to plot
@@ -453,7 +529,10 @@ def home_experiment_id(runs: pd.DataFrame) -> str:
 HEADERS = {
     "val_psnr": "val PSNR (dB)", "val_psnr_gain": "gain (dB)", "val_ssim": "val SSIM",
     "train_time_s": "train time (s)", "step_time_ms": "step (ms)",
+    "train_step_ms_measured": "step, measured (ms)", "infer_ms_per_mp_measured": "inference, measured (ms/MP)",
 }
+# The Pareto columns of the shown table, each named with the cost it is against.
+PARETO_HEADERS = {"pareto": "Pareto (MACs)", "pareto_measured": "Pareto (measured)"}
 
 
 def _decimals(column: str) -> int:
@@ -513,9 +592,11 @@ def below_bicubic(table: pd.DataFrame) -> np.ndarray:
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     """The table for people: strings, mean ± half-width of its 95 % t-interval over seeds in one
     cell (the mean alone for one run), units in the headers. A ``budget`` column only where
-    rows differ in budget; a gain below 0 dB carries :data:`BELOW_BICUBIC_MARK`; ``Pareto``
-    says yes only on a front that means something (:func:`pareto_by_scale`). :func:`table_notes`
-    says what these mean."""
+    rows differ in budget; a gain below 0 dB carries :data:`BELOW_BICUBIC_MARK`; ``Pareto
+    (MACs)`` says yes only on a front that means something (:func:`pareto_by_scale`); with a
+    throughput file (:func:`with_throughput`), the measured step and inference times and ``Pareto
+    (measured)``, the front against the measured step time. :func:`table_notes` says what these
+    mean."""
     shown = pd.DataFrame({
         "scale": "x" + table["scale"].astype(str),
         "upsampler": table["upsampler"],
@@ -535,7 +616,12 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
             mean_std_text(m, s, decimals, plus_minus) + (f" {BELOW_BICUBIC_MARK}" if column in gains and m < 0 else "")
             for m, s in zip(table[f"{column}_mean"], table[f"{column}_ci95"])
         ]
-    shown["Pareto"] = np.where(table["pareto"], "yes", "")
+    for column in MEASURED_COLUMNS.values():
+        if column in table.columns:
+            shown[HEADERS[column]] = [f"{v:,.1f}" if pd.notna(v) else "" for v in table[column]]
+    for column, header in PARETO_HEADERS.items():
+        if column in table.columns:
+            shown[header] = np.where(table[column], "yes", "")
     if table["differing_params"].astype(bool).any():
         shown["differs within row"] = table["differing_params"]
     return shown
@@ -543,9 +629,10 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
 
 def table_notes(table: pd.DataFrame) -> list[str]:
     """What a reader must know to read the table, one line each: budgets that differ between
-    rows, rows below bicubic, what the steps-to-gain columns count, and Pareto cells left
-    blank ([] for a table of one budget, every model above bicubic, no steps-to-gain column and
-    a Pareto front over several configurations)."""
+    rows, rows below bicubic, what the steps-to-gain columns count, Pareto (MACs) cells left
+    blank, and what the measured Pareto column is against ([] for a table of one budget, every
+    model above bicubic, no steps-to-gain column, no throughput file and a Pareto front over
+    several configurations)."""
     notes = []
     if several_budgets(table):
         notes.append(MIXED_BUDGETS_NOTE)
@@ -557,13 +644,18 @@ def table_notes(table: pd.DataFrame) -> list[str]:
         notes.append(f"{', '.join(_header(c) for c in steps)}: training steps until the validation PSNR first reached "
                      f"bicubic's + that gain (to one epoch); {NOT_REACHED}: not by every seed within its budget")
     ranked = pareto_ranked(table)
-    timed = table["train_time_s_mean"].notna().all()
+    costed = not np.isnan(_cost_values(table, PARETO_COST)).any()
     if len(table) and not ranked.any():
-        notes.append("no Pareto front: one configuration per scale and budget" if timed else
-                     "no Pareto front: fewer than two configurations with a training time per scale and budget")
+        notes.append("no Pareto front: one configuration per scale and budget" if costed else
+                     "no Pareto front: fewer than two configurations with MACs per LR pixel per scale and budget")
     elif (~ranked).any():
-        notes.append(f"Pareto: only among configurations of one scale and budget; {int((~ranked).sum())} row(s) "
-                     "with no other to compare against" + ("" if timed else " or without a training time") + " left blank")
+        notes.append(f"{PARETO_HEADERS['pareto']}: only among configurations of one scale and budget; {int((~ranked).sum())} row(s) "
+                     "with no other to compare against" + ("" if costed else " or without MACs per LR pixel") + " left blank")
+    if "pareto_measured" in table.columns:
+        unmeasured = int(table[MEASURED_PARETO_COST].isna().sum())
+        notes.append(f"{PARETO_HEADERS['pareto_measured']}: against the training step time measured for all configurations "
+                     "in one process, rounds alternating (benchmarks/grid_throughput.py; median of rounds), not the runs' own times"
+                     + (f"; {unmeasured} row(s) not in the throughput file left blank" if unmeasured else ""))
     return notes
 
 

@@ -129,10 +129,40 @@ def psnr_per_epoch(histories: pd.DataFrame, curves: pd.DataFrame) -> Figure:
 
 def psnr_vs_training_time(table: pd.DataFrame) -> Figure:
     """Mean validation PSNR against mean training time, error bars in both directions where
-    some row has two seeds; the configurations on the Pareto front (``pareto`` column, one
-    front per scale and budget) are ringed and joined. The title says which of these it shows."""
-    front_text = "ringed: Pareto front" if table["pareto"].any() else "no Pareto front"
-    figure, axes = _panels(table["scale"], f"Validation PSNR vs training time\n({front_text}; {error_bar_text(table)})")
+    some row has two seeds. No Pareto front: wall time follows the machine and its load, so the
+    front is drawn against MACs (:func:`psnr_vs_macs`) and measured throughput
+    (:func:`psnr_vs_throughput`)."""
+    return _psnr_vs_cost(table, "train_time_s_mean", "train_time_s_std", None, "training time (s)",
+                         "Validation PSNR vs training time")
+
+
+def psnr_vs_macs(table: pd.DataFrame) -> Figure:
+    """Mean validation PSNR against multiply-accumulates per LR pixel (the structural cost, the
+    same for every seed: no horizontal bars), vertical error bars where some row has two seeds;
+    the configurations on the Pareto front against MACs (``pareto`` column, one front per scale
+    and budget) are ringed and joined. The title says which of these it shows."""
+    return _psnr_vs_cost(table, "macs_per_lr_pixel", None, "pareto", "multiply-accumulates per LR pixel",
+                         "Validation PSNR vs MACs per LR pixel")
+
+
+def psnr_vs_throughput(table: pd.DataFrame) -> Figure:
+    """Mean validation PSNR against the training step time measured in one process for every
+    configuration (``train_step_ms_measured``, ``findings.with_throughput``; a median over
+    rounds, no horizontal bars), vertical error bars where some row has two seeds; the Pareto
+    front against it (``pareto_measured``) ringed and joined. Rows without a measurement are
+    left out."""
+    measured = table[table["train_step_ms_measured"].notna()]
+    return _psnr_vs_cost(measured, "train_step_ms_measured", None, "pareto_measured", "training step, measured (ms)",
+                         "Validation PSNR vs measured training step time")
+
+
+def _psnr_vs_cost(table: pd.DataFrame, cost: str, cost_std: str | None, front_column: str | None, xlabel: str, title: str) -> Figure:
+    """Mean validation PSNR against the ``cost`` column, one panel per scale, colour by
+    upsampler, marker by budget, ``b<blocks>`` beside each point; error bars (``cost_std``
+    horizontally where given) where some row has two seeds; the rows of ``front_column`` ringed
+    and joined, one front per scale and budget (None: no front drawn or claimed)."""
+    front_text = "" if front_column is None else ("ringed: Pareto front; " if table[front_column].any() else "no Pareto front; ")
+    figure, axes = _panels(table["scale"], f"{title}\n({front_text}{error_bar_text(table)})")
     colours = upsampler_colours(table["upsampler"])
     spread = has_spread(table)
     for index, budget in enumerate(_budgets(table)):
@@ -140,21 +170,23 @@ def psnr_vs_training_time(table: pd.DataFrame) -> Figure:
         for (upsampler, scale), rows in _of_budget(table, budget).groupby(["upsampler", "scale"]):
             style = {"color": colours[upsampler], "marker": marker, "linestyle": "none",
                      "label": upsampler if budget is None else f"{upsampler} ({budget})"}
-            _points(axes[scale], rows["train_time_s_mean"], rows["val_psnr_mean"], spread=spread,
-                    xerr=rows["train_time_s_std"], yerr=rows["val_psnr_std"], **style)
+            _points(axes[scale], rows[cost], rows["val_psnr_mean"], spread=spread,
+                    xerr=rows[cost_std] if cost_std else None, yerr=rows["val_psnr_std"], **style)
+        if front_column is None:
+            continue
         for scale, rows in _of_budget(table, budget).groupby("scale"):
-            front = rows[rows["pareto"]].sort_values("train_time_s_mean")
+            front = rows[rows[front_column]].sort_values(cost)
             if front.empty:
                 continue
             ax = axes[scale]
-            ax.step(front["train_time_s_mean"], front["val_psnr_mean"], where="post", color="black", linewidth=1, alpha=0.6,
+            ax.step(front[cost], front["val_psnr_mean"], where="post", color="black", linewidth=1, alpha=0.6,
                     label="Pareto front" if budget is None else f"Pareto front ({budget})")
-            ax.scatter(front["train_time_s_mean"], front["val_psnr_mean"], s=160, facecolors="none", edgecolors="black", zorder=3)
+            ax.scatter(front[cost], front["val_psnr_mean"], s=160, facecolors="none", edgecolors="black", zorder=3)
     for scale, rows in table.groupby("scale"):
         ax = axes[scale]
         for row in rows.itertuples():
-            ax.annotate(f"b{row.blocks}", (row.train_time_s_mean, row.val_psnr_mean), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
-        ax.set_xlabel("training time (s)")
+            ax.annotate(f"b{row.blocks}", (getattr(row, cost), row.val_psnr_mean), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("validation PSNR (dB, Y)")
         ax.legend(fontsize="small")
     return figure

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -214,7 +215,7 @@ def test_compare_command_exports_plots_and_logs_a_comparison_run(study, tmp_path
     assert "left out of the crop grid: edsr_x2_b1_f16_subpixel" in result.stdout
 
     names = {"findings.md", "findings.csv", "findings.html", "findings.tex", "findings.json", "excluded_runs.csv"}
-    plot_names = {"psnr_vs_blocks.png", "val_psnr_per_epoch.png", "psnr_vs_training_time.png", "sample_crops.png"}
+    plot_names = {"psnr_vs_blocks.png", "val_psnr_per_epoch.png", "psnr_vs_training_time.png", "psnr_vs_macs.png", "sample_crops.png"}
     for name in names:
         assert (out / name).stat().st_size > 0, name
     for name in plot_names:
@@ -275,7 +276,7 @@ def pareto_list(cost, quality) -> list[bool]:
 
 def test_pareto_column_is_computed_within_each_scale():
     table = pd.DataFrame({
-        "scale": [2, 2, 4, 4], "train_time_s_mean": [10.0, 20.0, 30.0, 40.0], "val_psnr_mean": [33.0, 32.0, 27.0, 28.0],
+        "scale": [2, 2, 4, 4], "macs_per_lr_pixel": [10.0, 20.0, 30.0, 40.0], "val_psnr_mean": [33.0, 32.0, 27.0, 28.0],
     })
     assert findings.pareto_by_scale(table).tolist() == [True, False, True, True]
 
@@ -338,7 +339,7 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
     notes = [
         "- rows were trained with different budgets: compare PSNR only between rows of the same budget",
         "- † below bicubic: under-trained (3x100 steps, 24 px, batch 4); train longer",
-        "- Pareto: only among configurations of one scale and budget; 1 row(s) with no other to compare against left blank",
+        "- Pareto (MACs): only among configurations of one scale and budget; 1 row(s) with no other to compare against left blank",
         "- steps to +0.5 dB, steps to +1 dB: training steps until the validation PSNR first reached bicubic's + that gain "
         "(to one epoch); not reached: not by every seed within its budget",
     ]
@@ -362,9 +363,10 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
     assert r"\multicolumn" in latex and r"-1.00 $^\dagger$" in latex and "under-trained" in latex
     csv = pd.read_csv(out / "findings.csv")
     pareto = dict(zip(csv["budget"] + " " + csv["upsampler"], csv["pareto"]))
-    # The lone 30x100 row has nothing of its budget to be compared with: not on any front.
+    # The lone 30x100 row has nothing of its budget to be compared with: not on any front. The
+    # transpose row costs the subpixel row's MACs (900 per LR pixel here) for a lower PSNR: off it.
     assert pareto == {"3x100 steps, 24 px, batch 4 subpixel": True, "30x100 steps, 24 px, batch 4 subpixel": False,
-                      "3x100 steps, 24 px, batch 4 transpose": True}
+                      "3x100 steps, 24 px, batch 4 transpose": False}
 
 
 def test_steps_to_gain_is_the_first_epoch_whose_validation_psnr_reaches_bicubic_plus_the_gain():
@@ -442,7 +444,7 @@ def test_compare_writes_per_image_tables_from_the_runs_eval_tables(study, tmp_pa
 
 
 def pareto_table(scale, cost, quality, budget=None) -> pd.DataFrame:
-    table = pd.DataFrame({"scale": scale, "train_time_s_mean": cost, "val_psnr_mean": quality})
+    table = pd.DataFrame({"scale": scale, "macs_per_lr_pixel": cost, "val_psnr_mean": quality})
     return table if budget is None else table.assign(budget=budget)
 
 
@@ -452,7 +454,7 @@ def test_pareto_needs_another_configuration_of_the_same_scale_and_budget():
     # Two rows of one scale but different budgets: not compared either.
     assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, 20.0], [30.0, 31.0], ["a", "b"])).tolist() == [False, False]
     assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, 20.0], [30.0, 31.0], ["a", "a"])).tolist() == [True, True]
-    # A row without a training time is never on the front, nor makes another row comparable.
+    # A row without MACs is never on the front, nor makes another row comparable.
     assert findings.pareto_by_scale(pareto_table([2, 2], [10.0, np.nan], [30.0, 35.0])).tolist() == [False, False]
     assert findings.pareto_by_scale(pareto_table([2, 2, 2], [10.0, 20.0, np.nan], [30.0, 31.0, 35.0])).tolist() == [True, True, False]
     assert findings.pareto_by_scale(pareto_table([], [], [])).tolist() == []
@@ -471,10 +473,10 @@ def test_no_pareto_front_leaves_the_column_blank_and_says_why():
                         {"scale": 4, "upsampler": "subpixel", "blocks": 1, "val_psnr": 26.0, "val_psnr_gain": 0.5, "train_time_s": 10.0}])
     table = findings.aggregate(usable)
     assert not table["pareto"].any()
-    assert findings.display_table(table)["Pareto"].tolist() == ["", ""]
+    assert findings.display_table(table)["Pareto (MACs)"].tolist() == ["", ""]
     assert findings.table_notes(table) == ["no Pareto front: one configuration per scale and budget"]
-    timeless = table.assign(train_time_s_mean=[np.nan, 10.0])
-    assert findings.table_notes(timeless) == ["no Pareto front: fewer than two configurations with a training time per scale and budget"]
+    uncosted = table.assign(macs_per_lr_pixel=[np.nan, 900.0])
+    assert findings.table_notes(uncosted) == ["no Pareto front: fewer than two configurations with MACs per LR pixel per scale and budget"]
 
 
 def test_a_model_below_bicubic_is_marked_with_its_budget():
@@ -501,7 +503,8 @@ def plot_table(n: list[int], pareto: list[bool] | None = None) -> pd.DataFrame:
         "scale": 2, "upsampler": ["subpixel", "subpixel"], "blocks": [1, 2], "filters": 8, "n": n,
         "val_psnr_mean": [30.0, 31.0], "val_psnr_std": [np.nan if k < 2 else 0.5 for k in n],
         "train_time_s_mean": [10.0, 20.0], "train_time_s_std": [np.nan if k < 2 else 1.0 for k in n],
-        "pareto": pareto or [False, False],
+        "macs_per_lr_pixel": [900.0, 1800.0], "train_step_ms_measured": [50.0, 80.0],
+        "pareto": pareto or [False, False], "pareto_measured": pareto or [False, False],
     })
 
 
@@ -511,7 +514,7 @@ def error_bars(figure) -> int:
     return sum(isinstance(c, ErrorbarContainer) for ax in figure.axes for c in ax.containers)
 
 
-@pytest.mark.parametrize("draw", [plots.psnr_vs_blocks, plots.psnr_vs_training_time])
+@pytest.mark.parametrize("draw", [plots.psnr_vs_blocks, plots.psnr_vs_training_time, plots.psnr_vs_macs, plots.psnr_vs_throughput])
 def test_error_bars_are_drawn_and_claimed_only_with_two_seeds(draw):
     single = draw(plot_table([1, 1]))
     assert "one seed per point, no error bars" in single.get_suptitle() and "std over seeds" not in single.get_suptitle()
@@ -522,10 +525,120 @@ def test_error_bars_are_drawn_and_claimed_only_with_two_seeds(draw):
     assert "none where one seed" in draw(plot_table([3, 1])).get_suptitle()
 
 
-def test_psnr_vs_training_time_claims_a_front_only_where_there_is_one():
-    none = plots.psnr_vs_training_time(plot_table([1, 1]))
+@pytest.mark.parametrize("draw", [plots.psnr_vs_macs, plots.psnr_vs_throughput])
+def test_psnr_vs_cost_claims_a_front_only_where_there_is_one(draw):
+    none = draw(plot_table([1, 1]))
     assert "no Pareto front" in none.get_suptitle() and "ringed" not in none.get_suptitle()
     assert not any("Pareto" in str(line.get_label()) for ax in none.axes for line in ax.lines)
-    front = plots.psnr_vs_training_time(plot_table([1, 1], pareto=[True, True]))
+    front = draw(plot_table([1, 1], pareto=[True, True]))
     assert "ringed: Pareto front" in front.get_suptitle()
     assert any(line.get_label() == "Pareto front" for ax in front.axes for line in ax.lines)
+
+
+def test_psnr_vs_training_time_draws_no_front_against_wall_time():
+    figure = plots.psnr_vs_training_time(plot_table([1, 1], pareto=[True, True]))
+    assert "Pareto" not in figure.get_suptitle()
+    assert not any("Pareto" in str(line.get_label()) for ax in figure.axes for line in ax.lines)
+    assert [ax.get_xlabel() for ax in figure.axes] == ["training time (s)"]
+    assert [ax.get_xlabel() for ax in plots.psnr_vs_macs(plot_table([1, 1])).axes] == ["multiply-accumulates per LR pixel"]
+
+
+# ---------------------------------------------------------------- cost: MACs and measured throughput (issue 9)
+
+
+def test_the_pareto_column_is_against_macs_not_training_time():
+    # b1: fewer MACs, slower to train (a loaded machine); b2: more MACs, faster, better.
+    usable = tidy_rows([{"upsampler": "subpixel", "blocks": 1, "val_psnr": 30.0, "train_time_s": 100.0, "macs_per_lr_pixel": 900},
+                        {"upsampler": "subpixel", "blocks": 2, "val_psnr": 31.0, "train_time_s": 10.0, "macs_per_lr_pixel": 1800},
+                        {"upsampler": "transpose", "blocks": 1, "val_psnr": 29.0, "train_time_s": 5.0, "macs_per_lr_pixel": 900}])
+    table = findings.aggregate(usable)
+    assert table["pareto"].tolist() == [True, True, False]  # transpose: the MACs of subpixel b1, a lower PSNR
+    assert findings.pareto_by_scale(table, cost="train_time_s_mean").tolist() == [False, True, True]
+    assert findings.display_table(table)["Pareto (MACs)"].tolist() == ["yes", "yes", ""]
+    assert findings.table_notes(table) == []
+
+
+def write_throughput(path, rows: dict[str, tuple[float, float]]):
+    """A throughput file as benchmarks/grid_throughput.py writes it: label -> (step ms, inference ms/MP)."""
+    frame = pd.DataFrame([{"label": label, "scale": 2, "upsampler": "", "blocks": 1, "filters": 8, "params": 1, "macs_per_lr_pixel": 1,
+                           "train_step_ms": step, "train_patches_per_s": 16000 / step, "infer_ms_per_mp": infer, "rounds": 5}
+                          for label, (step, infer) in rows.items()], columns=list(findings.THROUGHPUT_COLUMNS))
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_measured_throughput_joins_the_table_by_configuration_and_leaves_the_rest_blank(tmp_path):
+    usable = tidy_rows([{"upsampler": "subpixel", "blocks": 1, "val_psnr": 30.0, "train_time_s": 10.0, "macs_per_lr_pixel": 900},
+                        {"upsampler": "subpixel", "blocks": 2, "val_psnr": 31.0, "train_time_s": 20.0, "macs_per_lr_pixel": 1800},
+                        {"upsampler": "transpose", "blocks": 1, "val_psnr": 29.0, "train_time_s": 5.0, "macs_per_lr_pixel": 300}])
+    path = write_throughput(tmp_path / "throughput.csv", {"edsr_x2_b1_f8_subpixel": (120.0, 900.0), "edsr_x2_b2_f8_subpixel": (100.0, 1500.0),
+                                                          "edsr_x4_b8_f32_nearest": (1.0, 1.0)})  # a configuration not in the table: ignored
+    table = findings.with_throughput(findings.aggregate(usable), findings.read_throughput(path))
+    assert table["train_step_ms_measured"].tolist()[:2] == [120.0, 100.0] and np.isnan(table["train_step_ms_measured"][2])
+    assert table["infer_ms_per_mp_measured"].tolist()[:2] == [900.0, 1500.0] and np.isnan(table["infer_ms_per_mp_measured"][2])
+    # Measured, b2 is faster per step and better: b1 is off that front; the unmeasured row is never on it.
+    assert table["pareto_measured"].tolist() == [False, True, False]
+    assert table["pareto"].tolist() == [True, True, True]
+    shown = findings.display_table(table)
+    assert shown["step, measured (ms)"].tolist() == ["120.0", "100.0", ""]
+    assert shown["inference, measured (ms/MP)"].tolist() == ["900.0", "1,500.0", ""]
+    assert list(shown.columns[-2:]) == ["Pareto (MACs)", "Pareto (measured)"]
+    assert shown["Pareto (measured)"].tolist() == ["", "yes", ""]
+    [note] = findings.table_notes(table)
+    assert note.startswith("Pareto (measured): against the training step time measured") and note.endswith("1 row(s) not in the throughput file left blank")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("", "is not a readable CSV"),
+        ("label,train_step_ms\nedsr_x2_b1_f8_subpixel,10\n", "lacks column(s) infer_ms_per_mp"),
+        ("label,train_step_ms,infer_ms_per_mp\nedsr_x2_b1_f8_subpixel,fast,10\n", "row(s) edsr_x2_b1_f8_subpixel need a label and positive numbers"),
+        ("label,train_step_ms,infer_ms_per_mp\na,1,1\na,2,2\n", "names a more than once"),
+        (b"\xff\xfe\x00garbage", "is not a readable CSV"),
+    ],
+)
+def test_a_missing_or_malformed_throughput_file_is_one_line_error(tmp_path, content, message):
+    from edsr_mlflow.errors import ConfigError
+
+    path = tmp_path / "throughput.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        findings.read_throughput(path)
+    assert "\n" not in str(error.value) and str(error.value).startswith(f"throughput file {path}")
+
+
+def test_compare_command_with_a_throughput_file(study, tmp_path):
+    import mlflow
+
+    out = tmp_path / "out"
+    path = write_throughput(tmp_path / "measured.csv", {"edsr_x2_b1_f8_nearest": (80.0, 700.0), "edsr_x2_b1_f8_bilinear": (60.0, 650.0)})
+    path.with_suffix(".json").write_text('{"cpu_model": "test"}\n')
+    result = CliRunner().invoke(cli.main, ["compare", "--experiment", "sweep", "--output-dir", str(out), "--throughput", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "| Pareto (MACs) | Pareto (measured) |" in result.stdout and "| 80.0 | 700.0 |" in result.stdout
+    csv = pd.read_csv(out / "findings.csv")
+    assert dict(zip(csv["upsampler"], csv["train_step_ms_measured"])) == {"bilinear": 60.0, "nearest": 80.0}
+    # bilinear (20 dB) is faster, nearest (29.5 dB mean) better: both on the measured front.
+    assert csv["pareto_measured"].tolist() == [True, True]
+    assert (out / "plots" / "psnr_vs_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "throughput.csv").read_text() == path.read_text() and (out / "throughput.json").is_file()
+    [comparison] = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("sweep").experiment_id],
+                                                     f"tags.`{schema.KIND_TAG}` = 'comparison'")
+    assert comparison.data.params["throughput"] == str(path)
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(comparison.info.run_id)}
+    assert {"throughput.csv", "throughput.json"} <= logged
+
+
+def test_compare_command_refuses_a_malformed_throughput_file_in_one_line(study, tmp_path):
+    path = tmp_path / "throughput.csv"
+    path.write_text("label,steps\nx,1\n")
+    result = CliRunner().invoke(cli.main, ["compare", "--experiment", "sweep", "--output-dir", str(tmp_path / "out"), "--throughput", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: throughput file {path} lacks column(s) train_step_ms, infer_ms_per_mp")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # refused before any query or file
