@@ -9,6 +9,32 @@ from pathlib import Path
 SHARED_DATA = Path(os.environ.get("EDSR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+# The CPU flags that decide how fast float32 and bfloat16 train: print them with every timing.
+SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    import platform
+
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags_line() -> str:
+    """``CPU flags: avx2=yes ...`` and what ``precision=auto`` picks on this machine."""
+    from edsr_mlflow import precision
+
+    flags = precision.cpu_flags()
+    shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in SHOWN_FLAGS)
+    return f"CPU flags: {shown}\nprecision=auto here: {precision.choose_precision('auto', gpu_capability=None, flags=flags).reason}"
+
+
 def require_shared_data() -> Path:
     if not (SHARED_DATA / "SunHays80").is_dir():
         raise SystemExit(f"benchmark images not found in {SHARED_DATA}; set EDSR_SHARED_DATA to the folder holding SunHays80/ and Set5/")

@@ -5,7 +5,8 @@ to minute (README, "Speed") weighs on every configuration alike.
 1. The grid file (``edsr_mlflow.grid``), its configurations with the seeds collapsed: one per
    run name (``edsr_x4_b8_f32_transpose_k6``), each built with the project's builder and
    compiled as training compiles it, with the grid's scale, filters, patch and batch size and
-   precision (``auto`` is measured as float32: the CPUs this targets have no native bfloat16).
+   precision (``auto`` is measured as float32, so that grids older than an explicit precision time
+   what they trained).
 2. Warm-up, untimed: ``--warmup`` training steps and one inference call per configuration
    (tracing, first-call allocations).
 3. ``--rounds`` rounds; in each, configuration 1, 2, ..., n in turn: ``--steps`` training steps
@@ -32,10 +33,13 @@ import datetime
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
-SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHOWN_FLAGS, cpu_flags_line, cpu_model  # noqa: E402
+
 EXTRA_COLUMNS = ("patch_size", "batch_size", "precision", "train_step_ms_min", "train_step_ms_max", "steps", "lr_size")
 
 
@@ -48,17 +52,6 @@ def distinct_configs(configs) -> list:
             precision = "float32" if config.precision == "auto" else config.precision
             chosen[config.run_name] = dataclasses.replace(config, precision=precision)
     return list(chosen.values())
-
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(configs, *, rounds: int = 5, steps: int = 20, warmup: int = 5, lr_size: int = 128, infer_calls: int = 3,
@@ -154,12 +147,10 @@ def main(argv=None) -> None:
 
     import pandas as pd
 
-    from edsr_mlflow import precision
     from edsr_mlflow.findings import THROUGHPUT_COLUMNS, throughput_metadata_path
     from edsr_mlflow.grid import load_sweep
 
-    flags = precision.cpu_flags()
-    print(f"CPU: {cpu_model()}; flags: " + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in SHOWN_FLAGS))
+    print(f"CPU: {cpu_model()}\n{cpu_flags_line()}")
     configs = distinct_configs(load_sweep(args.grid).configs)
     print(f"{len(configs)} configurations of {args.grid}, {args.rounds} rounds of {args.steps} steps and {args.infer_calls} "
           f"upscalings of {args.lr_size}x{args.lr_size} each")

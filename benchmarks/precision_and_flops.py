@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import require_shared_data  # noqa: E402
+from _common import cpu_flags_line, require_shared_data  # noqa: E402
 
 MODES = (("float32", "float32", False), ("bf16", "mixed_bfloat16", False), ("bf16+xla", "mixed_bfloat16", True))
-SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def conv_ceiling_gflops(dtype: str, repeats: int = 30) -> float:
@@ -62,16 +61,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per mode first (tracing)")
     args = parser.parse_args()
 
-    from edsr_mlflow import data, precision, training
+    from edsr_mlflow import data, training
     from edsr_mlflow.config import TrainConfig
     from edsr_mlflow.evaluation import score_upscaler
     from edsr_mlflow.inference import model_upscaler
     from edsr_mlflow.metrics import mean_scores
     from edsr_mlflow.model import macs_per_lr_pixel
 
-    flags = precision.cpu_flags()
-    print("CPU flags: " + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in SHOWN_FLAGS))
-    print(f"precision=auto here: {precision.choose_precision('auto', gpu_capability=None, flags=flags).reason}")
+    print(cpu_flags_line())
 
     shared = require_shared_data()
     sr_data = data.load_sr_data(str(shared / "SunHays80"), 2, 32, val_dataset=str(shared / "Set5"))
