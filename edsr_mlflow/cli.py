@@ -324,7 +324,8 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
 @click.option("--grid", "grid_file", default="", help="Grid file whose pre-declared comparisons to report, paired by seed, and steps_to_gain_db thresholds (empty: none; +0.5 and +1 dB).")
 @click.option("--throughput", default="", help="CSV of benchmarks/grid_throughput.py: measured step and inference times per configuration, and a Pareto front against them (empty: none).")
 @friendly_errors
-def compare(experiment, parent_run_id, output_dir, grid_file, throughput):
+@click.option("--per-image", type=click.BOOL, default=False, help="Also per-image PSNR tables of each benchmark set (a download per run and set).")
+def compare(experiment, parent_run_id, output_dir, grid_file, throughput, per_image):
     """Compare training runs: one row per configuration, mean and std over seeds."""
     from .findings import DEFAULT_GAIN_THRESHOLDS_DB
 
@@ -341,7 +342,7 @@ def compare(experiment, parent_run_id, output_dir, grid_file, throughput):
     try:
         outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir,
                               comparisons=comparisons, comparison_metrics=metrics, gain_thresholds_db=gains,
-                              throughput=Path(throughput) if throughput else None)
+                              throughput=Path(throughput) if throughput else None, per_image=per_image)
     except NothingToCompare as error:
         if stale := find_stale_runs():  # e.g. the newcomer's one `mlflow run .`, failed for want of conda
             raise TrackingError(f"{error}; {stale_note(stale).removeprefix('note: ')}") from None

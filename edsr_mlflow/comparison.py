@@ -61,11 +61,13 @@ def compare_run(
     sweep: str | None = None,
     gain_thresholds_db: tuple[float, ...] = findings.DEFAULT_GAIN_THRESHOLDS_DB,
     throughput: Path | None = None,
+    per_image: bool = False,
 ) -> ComparisonOutcome:
     """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
     runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the
-    table in five formats, the excluded runs, five figures (six with ``throughput``) and the
-    per-image tables to ``output_dir``; logs them all to a new run named ``comparison`` (tag
+    table in five formats, the excluded runs and five figures (six with ``throughput``) to
+    ``output_dir``, with ``per_image`` also the per-image tables (a download per run and set:
+    on 1,000 runs the most costly part of a comparison, so asked for); logs them all to a new run named ``comparison`` (tag
     ``edsr_mlflow.kind=comparison``) in the experiment holding most of the compared runs.
 
     With ``comparisons`` (pairs of run names, a grid file's pre-declared ones), also the paired
@@ -103,7 +105,7 @@ def compare_run(
         table = findings.with_throughput(table, measured)
     table_files = findings.export_table(table, output_dir)
     plot_files, without_samples = write_figures(table, usable, histories, output_dir / "plots")
-    per_image_files = write_per_image_tables(usable, output_dir / PER_IMAGE_FOLDER)
+    per_image_files = write_per_image_tables(usable, output_dir / PER_IMAGE_FOLDER) if per_image else []
     throughput_files = copy_throughput_files(throughput, output_dir) if throughput is not None else []
     paired, paired_text = None, ""
     if comparisons:

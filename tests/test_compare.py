@@ -220,6 +220,7 @@ def test_compare_command_exports_plots_and_logs_a_comparison_run(study, tmp_path
         assert (out / name).stat().st_size > 0, name
     for name in plot_names:
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not (out / "per_image").exists()  # asked for with --per-image True: a download per run and set
     records = json.loads((out / "findings.json").read_text())
     assert len(records) == 5 and records[0]["val_psnr_mean"] == pytest.approx(31.0)
     assert len(pd.read_csv(out / "findings.csv")) == 5
