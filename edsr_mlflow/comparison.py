@@ -2,8 +2,9 @@
 figures, and a ``comparison`` run that keeps them all.
 
 Queries go through ``run_store``; ``findings`` and ``plots`` are pure and know nothing of
-MLflow. The table costs one ``search_runs`` query, plus one request per compared run for its
-validation curve (the steps-to-gain columns); sample images, one request per configuration.
+MLflow. The table costs one ``search_runs`` query; the plotted curves and sample images a
+request per configuration; the steps-to-gain columns and per-image tables, where asked for, a
+request per compared run (and set).
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def compare_run(
 
     With ``comparisons`` (pairs of run names, a grid file's pre-declared ones), also the paired
     per-seed differences of ``comparison_metrics`` (``paired_comparisons.csv`` / ``.md``).
-    For each of ``gain_thresholds_db``, a column of the steps each configuration took to reach
-    bicubic + that gain on its validation curve (``findings.steps_to_gain``).
+    For each of ``gain_thresholds_db`` (a grid file's ``steps_to_gain_db``), a column of the
+    steps each configuration took to reach bicubic + that gain on its validation curve
+    (``findings.steps_to_gain``; a request per run).
     With ``throughput`` (a CSV of ``benchmarks/grid_throughput.py``), the measured step and
     inference times of each configuration and the Pareto front against the measured step time
     (``findings.with_throughput``), and the file itself among the logged ones.
@@ -98,7 +100,9 @@ def compare_run(
             f"none of the {len(runs)} training runs in {scope.description} can be compared "
             f"(not FINISHED, or missing metrics): see {excluded_path}"
         )
-    histories = run_store.metric_histories(list(usable["run_id"]), "val_psnr")
+    # Every run's validation curve for the steps-to-gain columns; else only the plotted ones'.
+    curve_runs = usable["run_id"] if gain_thresholds_db else findings.representative_runs(usable)["run_id"]
+    histories = run_store.metric_histories(list(curve_runs), "val_psnr")
     usable = findings.with_steps_to_gain(usable, histories, gain_thresholds_db)
     table = findings.aggregate(usable)
     if measured is not None:

@@ -121,8 +121,9 @@ def split_runs(tidy: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # ---------------------------------------------------------------- learning speed
 
-# Gains over bicubic (dB) whose first crossing on the validation curve the table reports.
-DEFAULT_GAIN_THRESHOLDS_DB = (0.5, 1.0)
+# Gains over bicubic (dB) whose first crossing on the validation curve the table reports, where
+# a grid file asks (``steps_to_gain_db``): each compared run's curve costs a request.
+DEFAULT_GAIN_THRESHOLDS_DB: tuple[float, ...] = ()
 _STEPS_TO_GAIN = re.compile(r"steps_to_gain_(?P<threshold>\d+(?:\.\d+)?)db")
 
 
@@ -152,7 +153,7 @@ def steps_to_gain(usable: pd.DataFrame, histories: pd.DataFrame, threshold_db: f
     return np.where(known, np.where(np.isnan(steps), np.inf, steps), np.nan)
 
 
-def with_steps_to_gain(usable: pd.DataFrame, histories: pd.DataFrame, thresholds_db=DEFAULT_GAIN_THRESHOLDS_DB) -> pd.DataFrame:
+def with_steps_to_gain(usable: pd.DataFrame, histories: pd.DataFrame, thresholds_db: tuple[float, ...]) -> pd.DataFrame:
     """``usable`` with a :func:`steps_to_gain_column` per threshold."""
     return usable.assign(**{steps_to_gain_column(t): steps_to_gain(usable, histories, t) for t in thresholds_db})
 

@@ -21,7 +21,7 @@ A grid file::
       - [edsr_x4_b8_f64_subpixel@2000, edsr_x4_b8_f64_transpose@3270]  # across budgets: these steps
     comparison_metrics: [eval_set5_psnr]   # optional (default: val_psnr)
     steps_to_gain_db: [0.5, 1.0]    # optional: `compare` reports the steps each configuration took
-                                    # to reach bicubic + these gains on its validation curve (default [0.5, 1.0])
+                                    # to reach bicubic + these gains on its validation curve
 
 The order of the configurations is the grid's, last key fastest (so ``seed`` first makes every
 stopping point a whole number of seeds), then the variants'.
@@ -58,7 +58,7 @@ class SweepDefinition:
     evaluate: tuple[str, ...]
     comparisons: tuple[tuple[str, str], ...] = ()  # (run name a, run name b): a - b, paired by seed
     comparison_metrics: tuple[str, ...] = ("val_psnr",)
-    steps_to_gain_db: tuple[float, ...] = DEFAULT_GAIN_THRESHOLDS_DB  # gains over bicubic (dB), for `compare`
+    steps_to_gain_db: tuple[float, ...] = DEFAULT_GAIN_THRESHOLDS_DB  # gains over bicubic (dB), for `compare`; () none
 
 
 def _comparisons(raw, configs: list[TrainConfig], path: Path) -> tuple[tuple[str, str], ...]:

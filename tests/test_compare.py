@@ -341,19 +341,12 @@ def test_compare_command_notes_what_the_table_alone_would_hide(study, tmp_path):
         "- rows were trained with different budgets: compare PSNR only between rows of the same budget",
         "- † below bicubic: under-trained (3x100 steps, 24 px, batch 4); train longer",
         "- Pareto (MACs): only among configurations of one scale and budget; 1 row(s) with no other to compare against left blank",
-        "- steps to +0.5 dB, steps to +1 dB: training steps until the validation PSNR first reached bicubic's + that gain "
-        "(to one epoch); not reached: not by every seed within its budget",
     ]
     markdown = (out / "findings.md").read_text()
     for text in (result.stdout, markdown):
         assert "| scale | upsampler | blocks | filters | budget | runs |" in text
         assert "| x2 | subpixel | 1 | 8 | 30x100 steps, 24 px, batch 4 | 1 |" in text
         assert "| -1.00 † |" in text  # transpose: 27 dB against bicubic's 28
-        # Curves (val PSNR - 2, - 1, val PSNR) against bicubic's 28 dB, 100 steps an epoch: subpixel
-        # seeds 29 and 30 dB at epoch 1 (both +1 dB: 100 steps); transpose never above 27.
-        assert "| steps to +0.5 dB | steps to +1 dB |" in text
-        assert "| 100 ± 0 | 100 ± 0 |" in text
-        assert "| not reached | not reached |" in text
         for note in notes:
             assert note in text, note
     lines = markdown.splitlines()
@@ -387,6 +380,22 @@ def test_steps_to_gain_is_the_first_epoch_whose_validation_psnr_reaches_bicubic_
     assert findings.steps_to_gain(usable, histories, 1.0)[:3].tolist() == [400.0, 600.0, math.inf]  # the first crossing, not the best epoch
     with_steps = findings.with_steps_to_gain(usable, histories, (1.0, 0.5))
     assert findings.steps_to_gain_columns(with_steps.columns) == ["steps_to_gain_0.5db", "steps_to_gain_1db"]
+
+
+def test_steps_to_gain_columns_from_the_runs_validation_curves(study):
+    usable, _ = findings.split_runs(findings.tidy_runs(run_store.training_runs(run_store.comparison_scope("budgets", None))))
+    histories = run_store.metric_histories(list(usable["run_id"]), "val_psnr")
+    table = findings.aggregate(findings.with_steps_to_gain(usable, histories, (0.5, 1.0)))
+    markdown = findings.markdown_table(findings.display_table(table), findings.table_notes(table))
+    # Curves (val PSNR - 2, - 1, val PSNR) against bicubic's 28 dB, 100 steps an epoch: subpixel
+    # seeds 29 and 30 dB at epoch 1 (both +1 dB: 100 steps); transpose never above 27.
+    assert "| steps to +0.5 dB | steps to +1 dB |" in markdown
+    assert "| 100 ± 0 | 100 ± 0 |" in markdown and "| not reached | not reached |" in markdown
+    assert ("- steps to +0.5 dB, steps to +1 dB: training steps until the validation PSNR first reached bicubic's + that gain "
+            "(to one epoch); not reached: not by every seed within its budget") in markdown
+    # Without thresholds (no grid asking for them): no such column, no note.
+    plain = findings.aggregate(findings.with_steps_to_gain(usable, histories, ()))
+    assert not findings.steps_to_gain_columns(plain.columns) and "steps to" not in "".join(findings.table_notes(plain))
 
 
 def test_steps_to_gain_cells_give_the_mean_over_seeds_or_say_a_seed_never_got_there():

@@ -193,7 +193,7 @@ def test_ctrl_c_stops_the_sweep_and_starts_nothing_more(tracking_store, tmp_path
 
 def test_steps_to_gain_thresholds_come_from_the_grid_file(tmp_path):
     base = dict(name="g", grid={"upsampler": ["subpixel"]}, fixed={"dataset": "sample"})
-    assert grids.load_sweep(write_grid(tmp_path / "a.yaml", **base)).steps_to_gain_db == (0.5, 1.0)
+    assert grids.load_sweep(write_grid(tmp_path / "a.yaml", **base)).steps_to_gain_db == ()  # none unless asked
     assert grids.load_sweep(write_grid(tmp_path / "b.yaml", **base, steps_to_gain_db=[2, 0.25])).steps_to_gain_db == (0.25, 2.0)
     for bad in ([], [0], [-1.0], ["1 dB"], [True], [25]):
         with pytest.raises(ConfigError, match="steps_to_gain_db must be a list of gains over bicubic in dB"):
