@@ -92,6 +92,17 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
 
 
+def param_numbers(runs: pd.DataFrame, name: str) -> pd.Series:
+    """A logged param of :func:`tidy_runs` rows (``param:<name>``, strings) as numbers; NaN where
+    a run lacks it or it does not parse."""
+    return pd.to_numeric(_column(runs, f"param:{name}"), errors="coerce")
+
+
+def aggregated_metrics(table: pd.DataFrame) -> list[str]:
+    """The metrics :func:`aggregate` gave a ``<metric>_mean`` column, in table order."""
+    return [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+
+
 def exclusion_reasons(tidy: pd.DataFrame) -> pd.Series:
     """Why each run cannot be compared ("" when it can): its status, missing metrics, missing
     or non-numeric configuration params."""
@@ -143,7 +154,7 @@ def steps_to_gain(usable: pd.DataFrame, histories: pd.DataFrame, threshold_db: f
     curve, no bicubic value or no ``steps_per_epoch`` param."""
     runs = usable.set_index("run_id")
     target = runs["bicubic_val_psnr"].astype(float) + threshold_db if "bicubic_val_psnr" in runs else pd.Series(np.nan, index=runs.index)
-    steps_per_epoch = pd.to_numeric(_column(runs, "param:steps_per_epoch"), errors="coerce")
+    steps_per_epoch = param_numbers(runs, "steps_per_epoch")
     points = histories[histories["run_id"].isin(runs.index)]
     reached = points[points["value"].to_numpy(dtype=float) >= points["run_id"].map(target).to_numpy(dtype=float)]
     first_epoch = reached.groupby("run_id")["step"].min()
@@ -205,7 +216,7 @@ def budget_labels(runs: pd.DataFrame) -> pd.Series:
     :func:`tidy_runs` (spellings such as "10" and "10.0" are one budget). The precision is
     named only where the runs do not all share one."""
     numeric = [name for name in BUDGET_PARAMS if name != "precision"]
-    values = {name: pd.to_numeric(_column(runs, f"param:{name}"), errors="coerce") for name in numeric}
+    values = {name: param_numbers(runs, name) for name in numeric}
     precision = _column(runs, "param:precision")
     values["precision"] = precision if precision.nunique(dropna=False) > 1 else pd.Series([None] * len(runs), index=runs.index, dtype=object)
     labels = [budget_label(**dict(zip(values, row))) for row in zip(*values.values())]
@@ -586,7 +597,7 @@ def gain_columns(columns) -> list[str]:
 def below_bicubic(table: pd.DataFrame) -> np.ndarray:
     """True where a row's mean gain over bicubic (validation or any benchmark) is below 0 dB:
     the model is worse than the interpolation it learns to improve, i.e. under-trained."""
-    gains = [f"{c}_mean" for c in gain_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")])]
+    gains = [f"{c}_mean" for c in gain_columns(aggregated_metrics(table))]
     return (table[gains].to_numpy(dtype=float) < 0).any(axis=1) if gains else np.zeros(len(table), dtype=bool)
 
 
@@ -609,7 +620,7 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     shown["runs"] = table["n"].astype(str)
     shown["params"] = [f"{v:,.0f}" if pd.notna(v) else "" for v in table["params_count"]]
     shown["MACs/LR px"] = [f"{v:,.0f}" if pd.notna(v) else "" for v in table["macs_per_lr_pixel"]]
-    columns = [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+    columns = aggregated_metrics(table)
     gains = set(gain_columns(columns))
     for column in value_columns(columns):
         decimals = _decimals(column)
@@ -641,7 +652,7 @@ def table_notes(table: pd.DataFrame) -> list[str]:
     if below.any():
         budgets = "; ".join(dict.fromkeys(table.loc[below, "budget"])) if "budget" in table.columns else ""
         notes.append(f"{BELOW_BICUBIC_MARK} below bicubic: under-trained{f' ({budgets})' if budgets else ''}; train longer")
-    if steps := steps_to_gain_columns([c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]):
+    if steps := steps_to_gain_columns(aggregated_metrics(table)):
         notes.append(f"{', '.join(_header(c) for c in steps)}: training steps until the validation PSNR first reached "
                      f"bicubic's + that gain (to one epoch); {NOT_REACHED}: not by every seed within its budget")
     ranked = pareto_ranked(table)

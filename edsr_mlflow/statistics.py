@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .findings import configuration_labels, with_budget
+from .findings import configuration_labels, param_numbers, with_budget
 from .schema import comparison_side
 
 PRACTICAL_THRESHOLD_DB = 0.05
@@ -77,9 +77,8 @@ def labelled(usable: pd.DataFrame) -> pd.DataFrame:
     """``usable`` runs (findings.split_runs) with a ``label`` column (the configuration's run
     name), a ``budget`` column (findings.budget_labels) and ``total_steps`` (epochs x
     steps_per_epoch; NaN where a run logged neither)."""
-    steps = [pd.to_numeric(usable[f"param:{name}"], errors="coerce") if f"param:{name}" in usable else np.nan
-             for name in ("epochs", "steps_per_epoch")]
-    return with_budget(usable).assign(label=configuration_labels(usable), total_steps=steps[0] * steps[1])
+    total_steps = param_numbers(usable, "epochs") * param_numbers(usable, "steps_per_epoch")
+    return with_budget(usable).assign(label=configuration_labels(usable), total_steps=total_steps)
 
 
 def paired_differences(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series:
