@@ -7,6 +7,7 @@ non-zero; Ctrl-C exits 130 with the run marked KILLED.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -36,7 +37,8 @@ def _import_tensorflow_quietly() -> None:
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import tensorflow
+        with _scikit_learn_hidden():
+            import tensorflow
 
         gpus = tensorflow.config.list_physical_devices("GPU")
     finally:
@@ -46,6 +48,23 @@ def _import_tensorflow_quietly() -> None:
     if not gpus and Path("/proc/driver/nvidia/version").exists():
         click.echo("warning: this machine has an NVIDIA driver but TensorFlow found no GPU, so it runs on the CPU: "
                    "check nvidia-smi, and install TensorFlow's CUDA libraries (pip install 'tensorflow[and-cuda]')", err=True)
+
+
+@contextlib.contextmanager
+def _scikit_learn_hidden():
+    """While inside, ``import sklearn`` fails as if it were not installed. TensorFlow imports
+    Keras, whose scikit-learn wrappers (unused here) import scikit-learn and SciPy's statistics
+    whenever they are installed, and MLflow installs them: about a fifth of every command's
+    TensorFlow start-up (``benchmarks/startup.py``). Importable again as usual afterwards."""
+    if "sklearn" in sys.modules:  # already loaded: nothing to save
+        yield
+        return
+    sys.modules["sklearn"] = None  # the import system's own "not importable" marker
+    try:
+        yield
+    finally:
+        if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
+            del sys.modules["sklearn"]
 
 
 DEFAULTS = TrainConfig()
