@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edsr_mlflow import edsr_pyfunc, images, metrics, model  # noqa: E402
+from edsr_mlflow import edsr_pyfunc, images, metrics, model, sources  # noqa: E402
 from edsr_mlflow.config import learning_rate_at  # noqa: E402
 
 PILOT_VARIANTS = (
@@ -46,7 +46,6 @@ PILOT_VARIANTS = (
     dict(upsampler="nearest"),
     dict(upsampler="bilinear"),
 )
-HOLDOUT_EVERY = 10  # as data.HOLDOUT_EVERY (that module needs TensorFlow)
 
 
 def device_facts() -> dict[str, str]:
@@ -120,7 +119,7 @@ def load_pairs(folder: Path, scale: int) -> tuple[list, list]:
     for path in paths:
         hr = images.crop_to_multiple(images.load_rgb(path), scale)
         pairs.append((path.name, images.downscale(hr, scale), hr))
-    held = set(range(0, len(pairs), HOLDOUT_EVERY))
+    held = set(range(0, len(pairs), sources.HOLDOUT_EVERY))
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
 
 

@@ -9,7 +9,8 @@ Modules, one concern each:
   uint8 path (both shipped in every logged model's ``code/``, so they import nothing else from here)
 - ``images``   -- image pairs, reading images, MATLAB-like bicubic resizing, where the benchmark sets lie
 - ``metrics``  -- PSNR and SSIM in the protocol of the super-resolution literature
-- ``data``     -- image sources (DIV2K via TFDS, a directory, bundled samples) and tf.data pipelines
+- ``sources``  -- which files a dataset names, the hold-out split, whether they can train (no TensorFlow)
+- ``data``     -- tf.data pipelines from those files, and DIV2K via TFDS
 - ``training`` -- ``train(config, model, data) -> TrainResult``, Keras callbacks without MLflow
 - ``inference``, ``evaluation``, ``samples`` -- SR images (whole, tiled, self-ensemble), scores, sample strips and crop grids
 - ``spectral`` -- where an upscaler's error lies: periodic-error (checkerboard) index, band PSNR

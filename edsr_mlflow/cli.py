@@ -195,6 +195,10 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, then_evaluat
 
     if resume_run_id or is_chief(config.strategy):  # the processes that log: told in a second, not after TensorFlow's import
         check_tracking_server()
+    if not resume_run_id:  # a missing folder or images too small for the patch: told before TensorFlow's import too
+        from .sources import check_training_sources
+
+        check_training_sources(config.dataset, config.val_dataset or None, config.scale, config.patch_size)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     _import_tensorflow_quietly()
     from .workflows import train_run

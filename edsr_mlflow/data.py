@@ -1,4 +1,4 @@
-"""Image sources and tf.data pipelines for super-resolution.
+"""The tf.data pipelines of super-resolution, from the files ``sources`` names, and DIV2K.
 
 One ``dataset`` value picks the source:
 
@@ -20,24 +20,17 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path, PurePosixPath
 
 import tensorflow as tf
 
-from . import images
 from .errors import DataError
-from .images import DatasetInfo, ImagePair, make_pair, resolve_eval_source
-from .metrics import SSIM_WINDOW
+from .images import DatasetInfo, ImagePair, resolve_eval_source
 from .schema import DIV2K
+from .sources import directory_image_paths, load_pairs, split_paths, validation_paths
 
 log = logging.getLogger(__name__)
 
-SAMPLE = "sample"
-# Colour photographs bundled with scikit-image (public domain or CC0, see skimage.data).
-SAMPLE_TRAIN_FILES = ("astronaut.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png")
-SAMPLE_VAL_FILES = ("chelsea.png",)
-HOLDOUT_EVERY = 10  # deterministic hold-out: every 10th image (sorted by name) validates
 PATCHES_PER_IMAGE = 16  # patches cut from one decoded image per visit
 
 
@@ -46,109 +39,6 @@ def _digest(parts) -> str:
     for part in parts:
         digest.update(part if isinstance(part, bytes) else str(part).encode())
     return digest.hexdigest()[:16]
-
-
-def scored_min_lr_size(scale: int) -> int:
-    """The smallest LR side an image to be scored may have: SSIM's 11x11 window must fit in the
-    HR image after ``scale`` pixels are shaved from each border (x2: 8, x3: 6, x4: 5)."""
-    return -(-(SSIM_WINDOW + 2 * scale) // scale)
-
-
-def load_pairs(paths, scale: int, min_lr_size: int, label: str, *, scored: bool = False) -> tuple[list[ImagePair], DatasetInfo]:
-    """Decodes image files into pairs; corrupt or too-small files are reported by name and skipped.
-
-    Args:
-        paths: image files.
-        min_lr_size: smallest LR side accepted (the patch size for training).
-        label: the source's name, for messages and the dataset record.
-        scored: the images will be scored (validation, evaluation): also skip those too small
-            for SSIM (:func:`scored_min_lr_size`) and flat ones (one colour: every upscaler
-            reproduces them exactly, so their PSNR is infinite and says nothing).
-
-    Raises:
-        DataError: no usable image remains.
-    """
-    paths = [Path(p) for p in paths]
-    if scored:
-        min_lr_size = max(min_lr_size, scored_min_lr_size(scale))
-    pairs, problems = [], []
-    digest = hashlib.sha256()
-    for path in paths:
-        try:
-            hr_image = images.load_rgb(path)
-        except DataError as error:
-            problems.append(str(error))
-            continue
-        height, width = hr_image.shape[:2]
-        if min(height, width) // scale < min_lr_size:
-            problems.append(
-                f"{path}: {width}x{height} is too small for {min_lr_size}px LR patches at x{scale}"
-            )
-            continue
-        if scored and int(hr_image.max()) == int(hr_image.min()):
-            problems.append(f"{path}: one flat colour, so every upscaler scores infinite PSNR on it")
-            continue
-        pairs.append(make_pair(path.name, hr_image, scale))
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    for problem in problems:
-        log.warning("skipped %s", problem)
-    if not pairs:
-        detail = f" ({problems[0]}{' ...' if len(problems) > 1 else ''})" if problems else ""
-        raise DataError(f"no usable images in {label}{detail}; add PNG/JPEG/BMP images at least {min_lr_size * scale}px on each side")
-    info = DatasetInfo(
-        name=label,
-        source=str(paths[0].parent.resolve()),
-        digest=digest.hexdigest()[:16],
-        num_images=len(pairs),
-        image_names=tuple(p.name for p in pairs),
-    )
-    return pairs, info
-
-
-def sample_image_paths(split: str) -> list[Path]:
-    """The bundled sample photographs for ``split`` ("train" or "validation")."""
-    files = SAMPLE_TRAIN_FILES if split == "train" else SAMPLE_VAL_FILES
-    root = resources.files("skimage.data")
-    return [Path(str(root / name)) for name in files]
-
-
-def directory_image_paths(directory: str | Path) -> list[Path]:
-    directory = Path(directory).expanduser()
-    if directory.is_file():
-        raise DataError(f"dataset {directory} is a file, not a folder; pass the folder that holds the HR images, 'sample' or 'div2k'")
-    if not directory.is_dir():
-        raise DataError(f"dataset directory {directory} does not exist; pass an existing folder of HR images, 'sample' or 'div2k'")
-    paths = images.list_image_files(directory)
-    if not paths:
-        raise DataError(f"no PNG/JPEG/BMP images in {directory}; add HR images or pass 'sample'")
-    return paths
-
-
-def split_paths(dataset: str, val_dataset: str | None) -> tuple[list[Path], list[Path], str, str]:
-    """Training and validation files of a local source, and their labels.
-
-    Without a separate ``val_dataset``, every ``HOLDOUT_EVERY``-th image of the sorted
-    directory is held out for validation (at least one), the same for every run.
-    """
-    if dataset == SAMPLE:
-        train, val, train_label, val_label = sample_image_paths("train"), sample_image_paths("validation"), "sample/train", "sample/validation"
-    else:
-        paths = directory_image_paths(dataset)
-        train_label = val_label = str(Path(dataset).expanduser())
-        if val_dataset:
-            train, val = paths, []
-        else:
-            if len(paths) < 2:
-                raise DataError(f"{dataset} holds one image: add more, or give a separate val_dataset")
-            held = set(range(0, len(paths), HOLDOUT_EVERY))
-            train = [p for i, p in enumerate(paths) if i not in held]
-            val = [p for i, p in enumerate(paths) if i in held]
-            train_label, val_label = f"{train_label} (train)", f"{val_label} (every {HOLDOUT_EVERY}th, held out)"
-    if val_dataset:
-        val = sample_image_paths("validation") if val_dataset == SAMPLE else directory_image_paths(val_dataset)
-        val_label = "sample/validation" if val_dataset == SAMPLE else str(Path(val_dataset).expanduser())
-    return train, val, train_label, val_label
 
 
 # ---------------------------------------------------------------- DIV2K through TFDS
@@ -428,8 +318,7 @@ def load_sr_data(
         if val_dataset in (None, "", DIV2K):
             val_pairs, val_info = div2k_validation_pairs(builder), div2k_info(builder, "validation")
         else:
-            val_paths = sample_image_paths("validation") if val_dataset == SAMPLE else directory_image_paths(val_dataset)
-            val_pairs, val_info = load_pairs(val_paths, scale, 1, str(val_dataset), scored=True)
+            val_pairs, val_info = load_pairs(validation_paths(val_dataset), scale, 1, str(val_dataset), scored=True)
         return SRData(train_images, val_pairs, train_info, val_info)
 
     train_paths, val_paths, train_label, val_label = split_paths(dataset, None if val_dataset == DIV2K else val_dataset)

@@ -49,6 +49,17 @@ def bicubic_upscaler(scale: int) -> Upscaler:
     return lambda lr_image: upscale_bicubic(lr_image, scale)
 
 
+_UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+
+
+def _missing(path: Path) -> DataError:
+    return DataError(f"{path}: no such file; check the path")
+
+
+def _undecodable(path: Path, error: Exception) -> DataError:
+    return DataError(f"{path}: cannot decode image ({error}); replace or remove the file")
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """Decodes an image file to RGB uint8. Grayscale, palette and RGBA images become RGB.
 
@@ -69,9 +80,25 @@ def load_rgb(path: str | Path) -> np.ndarray:
                 image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file; check the path") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot decode image ({error}); replace or remove the file") from None
+        raise _missing(path) from None
+    except _UNREADABLE as error:
+        raise _undecodable(path, error) from None
+
+
+def read_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels (milliseconds).
+
+    Raises:
+        DataError: as :func:`load_rgb`, for a missing file or one that is not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except _UNREADABLE as error:
+        raise _undecodable(path, error) from None
 
 
 def crop_to_multiple(image: np.ndarray, scale: int) -> np.ndarray:

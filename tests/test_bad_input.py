@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edsr_mlflow import cli, data
+from edsr_mlflow import cli, sources
 from edsr_mlflow.errors import DataError
 
 from helpers import copy_migrated_store
@@ -43,7 +43,7 @@ def write_image(path: Path, size: tuple[int, int], flat: bool = False) -> Path:
 @pytest.mark.parametrize("scale, smallest", [(2, 8), (3, 6), (4, 5)])
 def test_scored_images_must_fit_ssims_window_after_shaving(scale, smallest):
     # The HR side after shaving `scale` pixels at each border must be at least 11.
-    assert data.scored_min_lr_size(scale) == smallest
+    assert sources.scored_min_lr_size(scale) == smallest
     assert smallest * scale - 2 * scale >= 11 > (smallest - 1) * scale - 2 * scale
 
 
@@ -52,14 +52,14 @@ def test_too_small_and_flat_validation_images_are_skipped_with_a_warning(tmp_pat
     write_image(folder / "tiny.png", (14, 14))  # 7 px at x2: SSIM cannot be computed after shaving
     write_image(folder / "flat.png", (40, 40), flat=True)  # bicubic PSNR would be infinite
     write_image(folder / "good.png", (40, 48))
-    pairs, info = data.load_pairs(data.directory_image_paths(folder), 2, 1, "val", scored=True)
+    pairs, info = sources.load_pairs(sources.directory_image_paths(folder), 2, 1, "val", scored=True)
     assert [p.name for p in pairs] == ["good.png"]
     assert "tiny.png" in caplog.text and "flat.png" in caplog.text
     write_image(folder / "good.png", (16, 16))  # 8 px at x2: the smallest that can be scored
-    assert [p.name for p in data.load_pairs(data.directory_image_paths(folder), 2, 1, "val", scored=True)[0]] == ["good.png"]
+    assert [p.name for p in sources.load_pairs(sources.directory_image_paths(folder), 2, 1, "val", scored=True)[0]] == ["good.png"]
     (folder / "good.png").unlink()
     with pytest.raises(DataError, match="no usable images"):
-        data.load_pairs(data.directory_image_paths(folder), 2, 1, "val", scored=True)
+        sources.load_pairs(sources.directory_image_paths(folder), 2, 1, "val", scored=True)
 
 
 def test_a_validation_folder_of_unscorable_images_fails_before_the_run(tracking_store, tmp_path):

@@ -1,4 +1,4 @@
-"""Image sources and tf.data pipelines: skipping bad files, hold-out, aligned patches, determinism."""
+"""Image sources (files, hold-out, sizes) and tf.data pipelines: skipping bad files, hold-out, aligned patches, determinism."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from edsr_mlflow import data, images
+from edsr_mlflow import data, images, sources
 from edsr_mlflow.errors import DataError
 
 
@@ -42,7 +42,7 @@ def image_dir(tmp_path) -> Path:
 
 def test_load_pairs_makes_exact_multiples(image_dir):
     paths = sorted(image_dir.iterdir())[:3]
-    pairs, info = data.load_pairs(paths, 3, 8, "synthetic")
+    pairs, info = sources.load_pairs(paths, 3, 8, "synthetic")
     assert [pair.name for pair in pairs] == [p.name for p in paths]
     for pair in pairs:
         assert pair.hr_image.dtype == np.uint8 and pair.lr_image.dtype == np.uint8
@@ -54,11 +54,11 @@ def test_load_pairs_makes_exact_multiples(image_dir):
 
 def test_load_pairs_digest_follows_content(image_dir, tmp_path):
     paths = sorted(image_dir.iterdir())[:2]
-    _, first = data.load_pairs(paths, 2, 8, "a")
-    _, again = data.load_pairs(paths, 2, 8, "a")
+    _, first = sources.load_pairs(paths, 2, 8, "a")
+    _, again = sources.load_pairs(paths, 2, 8, "a")
     assert first.digest == again.digest
     write_png(paths[1], synthetic_image(70, 70, seed=99))
-    _, changed = data.load_pairs(paths, 2, 8, "a")
+    _, changed = sources.load_pairs(paths, 2, 8, "a")
     assert changed.digest != first.digest
 
 
@@ -67,8 +67,8 @@ def test_load_pairs_skips_and_names_corrupt_and_small_files(tmp_path, caplog):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
     small = write_png(tmp_path / "small.png", synthetic_image(20, 50, seed=1))
-    with caplog.at_level(logging.WARNING, logger="edsr_mlflow.data"):
-        pairs, info = data.load_pairs([corrupt, good, small], 2, 16, "mixed")
+    with caplog.at_level(logging.WARNING, logger="edsr_mlflow.sources"):
+        pairs, info = sources.load_pairs([corrupt, good, small], 2, 16, "mixed")
     assert [pair.name for pair in pairs] == ["good.png"]
     assert info.num_images == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -82,7 +82,7 @@ def test_load_pairs_with_nothing_usable_raises(tmp_path):
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     small = write_png(tmp_path / "small.png", synthetic_image(20, 20, seed=1))
     with pytest.raises(DataError) as error:
-        data.load_pairs([corrupt, small], 2, 16, "broken set")
+        sources.load_pairs([corrupt, small], 2, 16, "broken set")
     message = str(error.value)
     assert "broken set" in message
     assert "corrupt.png" in message or "small.png" in message
@@ -91,18 +91,18 @@ def test_load_pairs_with_nothing_usable_raises(tmp_path):
 
 def test_directory_image_paths_missing_dir_raises(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        data.directory_image_paths(tmp_path / "nowhere")
+        sources.directory_image_paths(tmp_path / "nowhere")
 
 
 def test_directory_image_paths_without_images_raises(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match="no PNG/JPEG/BMP"):
-        data.directory_image_paths(tmp_path)
+        sources.directory_image_paths(tmp_path)
 
 
 def test_directory_image_paths_lists_images_sorted(image_dir):
     (image_dir / "readme.txt").write_text("ignored")
-    paths = data.directory_image_paths(image_dir)
+    paths = sources.directory_image_paths(image_dir)
     assert [p.name for p in paths] == [f"img_{i:02d}.png" for i in range(12)]
 
 
@@ -110,13 +110,13 @@ def test_directory_image_paths_lists_images_sorted(image_dir):
 
 
 def test_split_holds_out_every_tenth_image(image_dir):
-    train, val, train_label, val_label = data.split_paths(str(image_dir), None)
+    train, val, train_label, val_label = sources.split_paths(str(image_dir), None)
     assert [p.name for p in val] == ["img_00.png", "img_10.png"]
     assert [p.name for p in train] == [f"img_{i:02d}.png" for i in range(12) if i not in (0, 10)]
     assert not set(train) & set(val)
     assert "held out" in val_label and "train" in train_label
     # Deterministic: the same split every time.
-    assert data.split_paths(str(image_dir), None)[:2] == (train, val)
+    assert sources.split_paths(str(image_dir), None)[:2] == (train, val)
 
 
 def test_split_uses_val_dataset_when_given(image_dir, tmp_path):
@@ -124,7 +124,7 @@ def test_split_uses_val_dataset_when_given(image_dir, tmp_path):
     val_dir.mkdir()
     for name in ("v1.png", "v2.png"):
         write_png(val_dir / name, synthetic_image(40, 40, seed=5))
-    train, val, _, val_label = data.split_paths(str(image_dir), str(val_dir))
+    train, val, _, val_label = sources.split_paths(str(image_dir), str(val_dir))
     assert len(train) == 12
     assert [p.name for p in val] == ["v1.png", "v2.png"]
     assert val_label == str(val_dir)
@@ -133,13 +133,43 @@ def test_split_uses_val_dataset_when_given(image_dir, tmp_path):
 def test_split_of_one_image_without_val_dataset_raises(tmp_path):
     write_png(tmp_path / "only.png", synthetic_image(40, 40, seed=0))
     with pytest.raises(DataError, match="val_dataset"):
-        data.split_paths(str(tmp_path), None)
+        sources.split_paths(str(tmp_path), None)
+
+
+def refusal(call) -> str | None:
+    try:
+        call()
+    except DataError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("case", ["missing", "a file", "one image", "all too small", "validation too small", "fine"])
+def test_the_header_check_refuses_what_loading_refuses_with_the_same_words(case, image_dir, tmp_path):
+    """`train` checks sources from file headers before TensorFlow loads; whatever it lets
+    through, loading accepts, and whatever it refuses, loading refuses in the same words."""
+    dataset, val_dataset, patch = str(image_dir), None, 8
+    if case == "missing":
+        dataset = str(tmp_path / "nowhere")
+    elif case == "a file":
+        dataset = str(image_dir / "img_00.png")
+    elif case == "one image":
+        (tmp_path / "one").mkdir()
+        dataset = str(write_png(tmp_path / "one" / "only.png", synthetic_image(40, 40, seed=0)).parent)
+    elif case == "all too small":
+        patch = 100
+    elif case == "validation too small":
+        (tmp_path / "tiny").mkdir()
+        val_dataset = str(write_png(tmp_path / "tiny" / "t.png", synthetic_image(12, 12, seed=0)).parent)
+    told = refusal(lambda: sources.check_training_sources(dataset, val_dataset, 2, patch))
+    assert told == refusal(lambda: data.load_sr_data(dataset, 2, patch, val_dataset=val_dataset))
+    assert (told is None) == (case == "fine")
 
 
 def test_sample_source_loads_without_download():
     sr_data = data.load_sr_data("sample", 2, 24)
-    assert sr_data.train_info.num_images == len(data.SAMPLE_TRAIN_FILES)
-    assert len(sr_data.val_pairs) == len(data.SAMPLE_VAL_FILES) >= 1
+    assert sr_data.train_info.num_images == len(sources.SAMPLE_TRAIN_FILES)
+    assert len(sr_data.val_pairs) == len(sources.SAMPLE_VAL_FILES) >= 1
     for pair in sr_data.val_pairs:
         lr_height, lr_width = pair.lr_image.shape[:2]
         assert pair.hr_image.shape == (lr_height * 2, lr_width * 2, 3)
@@ -233,8 +263,8 @@ def test_random_patches_are_reproducible_from_the_seed():
 
 
 @pytest.fixture
-def pair_list() -> list[data.ImagePair]:
-    return [data.make_pair(f"p{i}.png", synthetic_image(40 + 4 * i, 48, seed=20 + i), 2) for i in range(4)]
+def pair_list() -> list[images.ImagePair]:
+    return [images.make_pair(f"p{i}.png", synthetic_image(40 + 4 * i, 48, seed=20 + i), 2) for i in range(4)]
 
 
 def batches(pairs, seed: int, n: int = 3, **overrides):
@@ -268,7 +298,7 @@ def test_training_batches_drop_images_smaller_than_a_patch():
     # The large image's pixels are all <= 100; the small one is white, so any of its pixels shows.
     large = synthetic_image(48, 48, seed=0) // 3
     small = np.full((10, 12, 3), 255, np.uint8)  # LR 5x6 < patch 8
-    pairs = [data.make_pair("small.png", small, 2), data.make_pair("large.png", large, 2)]
+    pairs = [images.make_pair("small.png", small, 2), images.make_pair("large.png", large, 2)]
     for lr_batch, hr_batch in batches(pairs, seed=0, n=4):
         assert lr_batch.shape == (4, 8, 8, 3)
         assert lr_batch.max() <= 100 and hr_batch.max() <= 100

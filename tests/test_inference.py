@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from edsr_mlflow import data, edsr_pyfunc, evaluation, images, inference, metrics, model, samples
+from edsr_mlflow import edsr_pyfunc, evaluation, images, inference, metrics, model, samples
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +22,14 @@ def lr_image() -> np.ndarray:
 
 
 @pytest.fixture
-def pairs() -> list[data.ImagePair]:
+def pairs() -> list[images.ImagePair]:
     rng = np.random.default_rng(5)
     result = []
     for i, (height, width) in enumerate([(40, 48), (36, 52), (44, 44)]):
         yy, xx = np.mgrid[0:height, 0:width]
         base = np.stack([xx * 4 + 20, yy * 5 + 10, (xx + yy) * 2 + 40 * i], axis=-1).astype(np.float64)
         hr_image = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        result.append(data.make_pair(f"img{i}.png", hr_image, 2))
+        result.append(images.make_pair(f"img{i}.png", hr_image, 2))
     return result
 
 

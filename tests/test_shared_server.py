@@ -140,7 +140,7 @@ def test_basic_auth_server_refuses_a_client_without_credentials(tmp_path, monkey
 
 def test_a_lost_dataset_insert_race_is_retried(tracking_store, monkeypatch):
     """What --max-parallel 4 on one SQLite file hit: two runs creating the same dataset row."""
-    from edsr_mlflow.data import DatasetInfo
+    from edsr_mlflow.images import DatasetInfo
 
     calls = []
     original = mlflow.log_input

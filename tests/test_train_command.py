@@ -3,6 +3,7 @@ fails, how it resumes. Tiny models on the bundled sample photos; seconds per run
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,7 +106,8 @@ BAD_CONFIGURATIONS = [
     (["--blocks=1e12"], "GiB to train"),
     (["--icnr=true", "--upsampler=nearest"], "icnr applies to upsampler subpixel only"),
 ]
-# Refused when the data is read: after the store is checked, before any run is created.
+# Refused after the store is checked, before any run is created (local sources before
+# TensorFlow loads: test_bad_local_data_is_told_before_tensorflow_loads).
 BAD_DATA = [
     (["--dataset=/no/such/folder"], "does not exist"),
     (["--dataset=sample", "--patch-size=1000"], "too small"),
@@ -139,6 +141,22 @@ def test_a_bad_configuration_gives_one_line_before_the_store_is_touched(tmp_path
 @pytest.mark.parametrize("args, message", BAD_DATA)
 def test_bad_data_gives_one_line_and_leaves_no_run(tracking_store, tmp_path, monkeypatch, args, message):
     assert_one_error_line(train_with(args, tmp_path, monkeypatch), message)
+    assert all_runs() == []
+
+
+def test_bad_local_data_is_told_before_tensorflow_loads(tracking_store):
+    """A missing folder, or images too small for the patch: one line in a second, from the
+    file listing and the image headers, not after TensorFlow's import (seconds)."""
+    probe = ("import json, sys; from click.testing import CliRunner; from edsr_mlflow import cli; "
+             "told = [CliRunner().invoke(cli.main, ['train', *args]) for args in "
+             "(['--dataset=/no/such/folder'], ['--dataset=sample', '--patch-size=1000', '--blocks=1', '--filters=8', '--batch-size=1'])]; "
+             "print(json.dumps([[r.exit_code, r.output] for r in told] + ['tensorflow' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    (missing_code, missing), (too_small_code, too_small), tensorflow_loaded = json.loads(done.stdout)
+    assert missing_code == too_small_code == 2
+    assert missing.startswith("error: dataset directory /no/such/folder does not exist") and missing.count("\n") == 1
+    assert "is too small for 1000px LR patches at x2" in too_small and too_small.count("\n") == 1
+    assert tensorflow_loaded is False
     assert all_runs() == []
 
 
