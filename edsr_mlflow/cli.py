@@ -54,8 +54,8 @@ def _import_tensorflow_quietly() -> None:
 def _scikit_learn_hidden():
     """While inside, ``import sklearn`` fails as if it were not installed. TensorFlow imports
     Keras, whose scikit-learn wrappers (unused here) import scikit-learn and SciPy's statistics
-    whenever they are installed, and MLflow installs them: about a fifth of every command's
-    TensorFlow start-up (``benchmarks/startup.py``). Importable again as usual afterwards."""
+    whenever they are installed, and MLflow installs them: part of every command's start-up
+    for nothing (``benchmarks/startup.py`` measures how much). Importable again afterwards."""
     if "sklearn" in sys.modules:  # already loaded: nothing to save
         yield
         return

@@ -13,7 +13,7 @@ from edsr_mlflow import findings, schema
 
 # The compare side, and what crops plans with: bad input is told before TensorFlow loads for the models.
 COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "schema", "tracking", "config", "stale_runs",
-                "crops", "images", "samples")
+                "crops", "images", "samples", "sources")
 
 
 def test_the_compare_side_never_imports_tensorflow():
