@@ -59,6 +59,10 @@ def test_the_shipped_grids_are_valid():
     assert [c.seed for c in cpu.configs] == [1] * 12 + [2] * 12 + [3] * 12  # seed by seed
     assert {c.run_name.split("_f32_")[1] for c in cpu.configs} == set(variants)
     assert all(c.val_dataset == "" for c in cpu.configs)  # the hold-out, never a test set
+    budget = grids.load_sweep(root / "cpu_study_v2_budget.yaml")  # the same 2-block runs at 6,000 steps
+    assert [c.seed for c in budget.configs] == [1] * 6 + [2] * 6
+    assert {c.total_steps for c in budget.configs} == {6000}
+    assert {(c.run_name, c.val_dataset) for c in budget.configs} == {(c.run_name, "") for c in cpu.configs if c.blocks == 2}
 
 
 def children(experiment: str):
