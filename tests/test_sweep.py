@@ -63,6 +63,9 @@ def test_the_shipped_grids_are_valid():
     assert [c.seed for c in budget.configs] == [1] * 6 + [2] * 6
     assert {c.total_steps for c in budget.configs} == {6000}
     assert {(c.run_name, c.val_dataset) for c in budget.configs} == {(c.run_name, "") for c in cpu.configs if c.blocks == 2}
+    rates = grids.load_sweep(root / "cpu_study_v2_budget_lr.yaml")  # chosen on the hold-out, no test set
+    assert [c.learning_rate for c in rates.configs] == [0.002, 0.001] and rates.evaluate == ()
+    assert {(c.total_steps, c.val_dataset) for c in rates.configs} == {(6000, "")}
 
 
 def children(experiment: str):
