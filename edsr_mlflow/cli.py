@@ -346,8 +346,8 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default="outputs/comparison", help="Where the table, excluded runs and figures are written (files there are replaced).")
 @click.option("--grid", "grid_file", default="", help="Grid file whose pre-declared comparisons (paired by seed) and steps_to_gain_db columns to report (empty: none).")
 @click.option("--throughput", default="", help="CSV of benchmarks/grid_throughput.py: measured step and inference times per configuration, and a Pareto front against them (empty: none).")
-@friendly_errors
 @click.option("--per-image", type=click.BOOL, default=False, help="Also per-image PSNR tables of each benchmark set (a download per run and set).")
+@friendly_errors
 def compare(experiment, parent_run_id, output_dir, grid_file, throughput, per_image):
     """Compare training runs: one row per configuration, mean and std over seeds."""
     from .findings import DEFAULT_GAIN_THRESHOLDS_DB
