@@ -114,13 +114,13 @@ def timing(rounds: int, steps_jit: int, steps_eager: int) -> list[dict]:
 
 
 def load_pairs(folder: Path, scale: int) -> tuple[list, list]:
-    paths = images.list_image_files(folder)
-    pairs = []
-    for path in paths:
+    """(name, LR, HR) of the training photos and of the hold-out, split as training splits them."""
+    def pair(path: Path):
         hr = images.crop_to_multiple(images.load_rgb(path), scale)
-        pairs.append((path.name, images.downscale(hr, scale), hr))
-    held = set(range(0, len(pairs), sources.HOLDOUT_EVERY))
-    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+        return path.name, images.downscale(hr, scale), hr
+
+    train, held, _, _ = sources.split_paths(str(folder), None)
+    return [pair(p) for p in train], [pair(p) for p in held]
 
 
 def centre_crops(pairs, scale: int, size: int):

@@ -27,7 +27,7 @@ import tensorflow as tf
 from .errors import DataError
 from .images import DatasetInfo, ImagePair, resolve_eval_source
 from .schema import DIV2K
-from .sources import directory_image_paths, load_pairs, split_paths, validation_paths
+from .sources import directory_image_paths, load_pairs, local_files
 
 log = logging.getLogger(__name__)
 
@@ -308,26 +308,22 @@ def load_sr_data(
     cache_dir: str | Path | None = None,
 ) -> SRData:
     """Resolves ``dataset`` ("div2k", "sample" or a directory) into training and validation data."""
-    if dataset == DIV2K or val_dataset == DIV2K:
+    if DIV2K in (dataset, val_dataset):
         builder = div2k_builder(scale, data_dir=os.environ.get("TFDS_DATA_DIR"))
-    if dataset == DIV2K:
+    train, val = local_files(dataset, val_dataset)
+    if train is None:
         # About 1 byte per pixel decoded: HR 2040x1356x3 plus LR, times 800 images.
         div2k_bytes = 800 * 2040 * 1356 * 3 * (1 + 1 / scale**2)
         train_images = cache_images(div2k_image_dataset(builder, "train"), div2k_bytes, cache_dir)
         train_info = div2k_info(builder, "train")
-        if val_dataset in (None, "", DIV2K):
-            val_pairs, val_info = div2k_validation_pairs(builder), div2k_info(builder, "validation")
-        else:
-            val_pairs, val_info = load_pairs(validation_paths(val_dataset), scale, 1, str(val_dataset), scored=True)
-        return SRData(train_images, val_pairs, train_info, val_info)
-
-    train_paths, val_paths, train_label, val_label = split_paths(dataset, None if val_dataset == DIV2K else val_dataset)
-    train_pairs, train_info = load_pairs(train_paths, scale, patch_size, train_label)
-    if val_dataset == DIV2K:
+    else:
+        train_pairs, train_info = load_pairs(train.paths, scale, patch_size, train.label)
+        train_images = pairs_dataset(train_pairs).cache()
+    if val is None:
         val_pairs, val_info = div2k_validation_pairs(builder), div2k_info(builder, "validation")
     else:
-        val_pairs, val_info = load_pairs(val_paths, scale, 1, val_label, scored=True)
-    return SRData(pairs_dataset(train_pairs).cache(), val_pairs, train_info, val_info)
+        val_pairs, val_info = load_pairs(val.paths, scale, 1, val.label, scored=True)
+    return SRData(train_images, val_pairs, train_info, val_info)
 
 
 # ---------------------------------------------------------------- evaluation sets

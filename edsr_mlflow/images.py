@@ -7,6 +7,7 @@ All images here are numpy arrays of shape (H, W, 3), dtype uint8, RGB in 0..255.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,15 +50,17 @@ def bicubic_upscaler(scale: int) -> Upscaler:
     return lambda lr_image: upscale_bicubic(lr_image, scale)
 
 
-_UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
-
-
-def _missing(path: Path) -> DataError:
-    return DataError(f"{path}: no such file; check the path")
-
-
-def _undecodable(path: Path, error: Exception) -> DataError:
-    return DataError(f"{path}: cannot decode image ({error}); replace or remove the file")
+@contextlib.contextmanager
+def _opened(path: Path):
+    """The image file, opened; a missing, non-image or truncated file (found while opening or
+    while reading it inside the block) raises DataError, one line with the fix."""
+    try:
+        with Image.open(path) as image:
+            yield image
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; check the path") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot decode image ({error}); replace or remove the file") from None
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -66,23 +69,17 @@ def load_rgb(path: str | Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, not an image, or truncated.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                # Drop transparency by compositing on white, rather than exposing hidden colours.
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, rgba)
-            elif image.mode.startswith("I;16") or image.mode == "I":
-                # 16-bit grayscale: keep the top 8 bits.
-                image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise _missing(path) from None
-    except _UNREADABLE as error:
-        raise _undecodable(path, error) from None
+    with _opened(Path(path)) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            # Drop transparency by compositing on white, rather than exposing hidden colours.
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        elif image.mode.startswith("I;16") or image.mode == "I":
+            # 16-bit grayscale: keep the top 8 bits.
+            image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def read_size(path: str | Path) -> tuple[int, int]:
@@ -91,14 +88,8 @@ def read_size(path: str | Path) -> tuple[int, int]:
     Raises:
         DataError: as :func:`load_rgb`, for a missing file or one that is not an image.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise _missing(path) from None
-    except _UNREADABLE as error:
-        raise _undecodable(path, error) from None
+    with _opened(Path(path)) as image:
+        return image.size
 
 
 def crop_to_multiple(image: np.ndarray, scale: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from . import images
 from .errors import DataError
@@ -30,6 +31,12 @@ def scored_min_lr_size(scale: int) -> int:
     """The smallest LR side an image to be scored may have: SSIM's 11x11 window must fit in the
     HR image after ``scale`` pixels are shaved from each border (x2: 8, x3: 6, x4: 5)."""
     return -(-(SSIM_WINDOW + 2 * scale) // scale)
+
+
+def smallest_lr_side(scale: int, min_lr_size: int, scored: bool) -> int:
+    """The LR side an image needs: ``min_lr_size``, and for images to be scored also
+    :func:`scored_min_lr_size`."""
+    return max(min_lr_size, scored_min_lr_size(scale)) if scored else min_lr_size
 
 
 def size_problem(path: Path, width: int, height: int, scale: int, min_lr_size: int) -> str | None:
@@ -60,8 +67,7 @@ def load_pairs(paths, scale: int, min_lr_size: int, label: str, *, scored: bool 
         DataError: no usable image remains.
     """
     paths = [Path(p) for p in paths]
-    if scored:
-        min_lr_size = max(min_lr_size, scored_min_lr_size(scale))
+    min_lr_size = smallest_lr_side(scale, min_lr_size, scored)
     pairs, problems = [], []
     digest = hashlib.sha256()
     for path in paths:
@@ -94,10 +100,11 @@ def load_pairs(paths, scale: int, min_lr_size: int, label: str, *, scored: bool 
     return pairs, info
 
 
-def check_sizes(paths, scale: int, min_lr_size: int, label: str) -> None:
-    """Raises the error :func:`load_pairs` would for a set in which no image is large enough,
-    from the files' headers alone (nothing is decoded). A file that is corrupt past its header
-    still shows when :func:`load_pairs` decodes it."""
+def check_sizes(paths, scale: int, min_lr_size: int, label: str, *, scored: bool = False) -> None:
+    """Raises the error :func:`load_pairs` (same arguments) would for a set in which no image is
+    large enough, from the files' headers alone (nothing is decoded). A file that is corrupt past
+    its header still shows when :func:`load_pairs` decodes it."""
+    min_lr_size = smallest_lr_side(scale, min_lr_size, scored)
     problems = []
     for path in map(Path, paths):
         try:
@@ -161,15 +168,30 @@ def split_paths(dataset: str, val_dataset: str | None) -> tuple[list[Path], list
     return train, val, train_label, val_label
 
 
+class Files(NamedTuple):
+    """Local image files of one side of training (training or validation) and their label."""
+
+    paths: list[Path]
+    label: str
+
+
+def local_files(dataset: str, val_dataset: str | None) -> tuple[Files | None, Files | None]:
+    """The local files of training and of validation; None for a side that DIV2K provides
+    (TensorFlow Datasets reads it, in ``data``)."""
+    if dataset == DIV2K:
+        val = None if val_dataset in (None, "", DIV2K) else Files(validation_paths(val_dataset), str(val_dataset))
+        return None, val
+    train, val, train_label, val_label = split_paths(dataset, None if val_dataset == DIV2K else val_dataset)
+    return Files(train, train_label), None if val_dataset == DIV2K else Files(val, val_label)
+
+
 def check_training_sources(dataset: str, val_dataset: str | None, scale: int, patch_size: int) -> None:
     """Refuses, from file listings and image headers (milliseconds), a training or validation
     source that ``data.load_sr_data`` would refuse after decoding it: a missing folder, a file
     for a folder, no images, one image and no validation source, no image large enough. DIV2K
     sources are left to ``data``: TensorFlow Datasets checks them."""
-    if dataset != DIV2K:
-        train, val, train_label, val_label = split_paths(dataset, None if val_dataset == DIV2K else val_dataset)
-        check_sizes(train, scale, patch_size, train_label)
-        if val_dataset != DIV2K:
-            check_sizes(val, scale, scored_min_lr_size(scale), val_label)
-    elif val_dataset not in (None, "", DIV2K):
-        check_sizes(validation_paths(val_dataset), scale, scored_min_lr_size(scale), str(val_dataset))
+    train, val = local_files(dataset, val_dataset)
+    if train:
+        check_sizes(train.paths, scale, patch_size, train.label)
+    if val:
+        check_sizes(val.paths, scale, 1, val.label, scored=True)
