@@ -1,6 +1,8 @@
 """What a command pays before its first step: TensorFlow's import, as the CLI does it, against a
 plain ``import tensorflow`` (which also loads scikit-learn and SciPy's statistics for Keras'
-unused scikit-learn wrappers, MLflow having installed them).
+unused scikit-learn wrappers, MLflow having installed them); and what ``train`` and ``evaluate``
+import after it (``edsr_mlflow.workflows``), against the same with ``edsr_mlflow.crops`` as
+``workflows`` imported it before (it reads ``findings``, and so SciPy's statistics).
 
 Each measurement is a fresh Python process, variants alternating round by round (this machine's
 speed drifts), CPU seconds (user + system, the process and its children) and wall seconds, medians
@@ -24,7 +26,11 @@ from _common import cpu_flags_line, cpu_model
 VARIANTS = {
     "plain import tensorflow": "from edsr_mlflow import cli; import tensorflow; tensorflow.config.list_physical_devices('GPU')",
     "cli (scikit-learn hidden)": "from edsr_mlflow import cli; cli._import_tensorflow_quietly()",
+    "train's imports, crops eager": "from edsr_mlflow import cli; cli._import_tensorflow_quietly(); import edsr_mlflow.workflows, edsr_mlflow.crops",
+    "train's imports": "from edsr_mlflow import cli; cli._import_tensorflow_quietly(); import edsr_mlflow.workflows",
 }
+PAIRS = [("plain import tensorflow", "cli (scikit-learn hidden)", "per TensorFlow start-up, scikit-learn hidden"),
+         ("train's imports, crops eager", "train's imports", "per train or evaluate, crops (SciPy statistics) not imported")]
 # Printed by each process: whether scikit-learn was loaded; and it must still be importable after
 # (found, not imported: importing it would cost what hiding it saved).
 PROBE = ("; import importlib.util, sys; assert importlib.util.find_spec('sklearn') is not None; "
@@ -53,14 +59,15 @@ def main() -> None:
         for name, code in VARIANTS.items():
             cpu, wall, loaded = measure(code)
             times[name].append((cpu, wall))
-            print(f"round {round_index + 1} {name:28s} CPU {cpu:5.2f} s  wall {wall:5.2f} s  scikit-learn loaded: {loaded}")
+            print(f"round {round_index + 1} {name:30s} CPU {cpu:5.2f} s  wall {wall:5.2f} s  scikit-learn loaded: {loaded}")
     print("\nmedians:")
     medians = {name: (statistics.median(c for c, _ in t), statistics.median(w for _, w in t)) for name, t in times.items()}
     for name, (cpu, wall) in medians.items():
-        print(f"  {name:28s} CPU {cpu:5.2f} s  wall {wall:5.2f} s")
-    (plain_cpu, plain_wall), (cli_cpu, cli_wall) = medians.values()
-    print(f"saved per TensorFlow start-up: CPU {plain_cpu - cli_cpu:.2f} s ({1 - cli_cpu / plain_cpu:.0%}), "
-          f"wall {plain_wall - cli_wall:.2f} s ({1 - cli_wall / plain_wall:.0%})")
+        print(f"  {name:30s} CPU {cpu:5.2f} s  wall {wall:5.2f} s")
+    for before, after, what in PAIRS:
+        (cpu_before, wall_before), (cpu_after, wall_after) = medians[before], medians[after]
+        print(f"saved {what}: CPU {cpu_before - cpu_after:.2f} s ({1 - cpu_after / cpu_before:.0%}), "
+              f"wall {wall_before - wall_after:.2f} s ({1 - wall_after / wall_before:.0%})")
 
 
 if __name__ == "__main__":

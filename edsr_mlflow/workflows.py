@@ -10,12 +10,12 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import data, distribute, images, model_logging, run_store, samples, schema, tracking, training
 from .config import TrainConfig, check_scale
-from .crops import CropPlan
 from .errors import UserError
 from .evaluation import SetScores, score_set
 from .images import bicubic_upscaler
@@ -24,6 +24,9 @@ from .metrics import Y_PROTOCOL, Protocol
 from .model import macs_per_lr_pixel
 from .precision import PrecisionChoice
 from .samples import visual_samples
+
+if TYPE_CHECKING:  # crops reads findings, and so SciPy's statistics: seconds that train never needs
+    from .crops import CropPlan
 
 log = logging.getLogger(__name__)
 

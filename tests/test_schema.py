@@ -3,12 +3,15 @@ compare side never imports TensorFlow."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+import edsr_mlflow
 from edsr_mlflow import findings, schema
 
 # The compare side, and what crops plans with: bad input is told before TensorFlow loads for the models.
@@ -21,6 +24,48 @@ def test_the_compare_side_never_imports_tensorflow():
     probe = f"import sys, {modules}; heavy = sorted({{'tensorflow', 'keras'}} & set(sys.modules)); print(heavy)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def module_level_imports(module: str) -> set[str]:
+    """What importing ``edsr_mlflow.<module>`` imports at once: its module-level imports (inside
+    ``try``/``if`` too, but not under ``if TYPE_CHECKING``), ours as ``edsr_mlflow.<name>``."""
+    source = (Path(edsr_mlflow.__file__).parent / f"{module}.py").read_text()
+    found, pending = set(), list(ast.parse(source).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+        elif isinstance(node, (ast.If, ast.Try)):
+            pending.extend([*node.body, *node.orelse, *getattr(node, "finalbody", []), *getattr(node, "handlers", [])])
+        elif isinstance(node, ast.ExceptHandler):
+            pending.extend(node.body)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            found.update([f"edsr_mlflow.{node.module}"] if node.module else [f"edsr_mlflow.{a.name}" for a in node.names])
+    return found
+
+
+def imported_with(module: str) -> set[str]:
+    """Every module imported with ``edsr_mlflow.<module>``: ours followed, others as named."""
+    seen, pending = set(), [f"edsr_mlflow.{module}"]
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            if name.startswith("edsr_mlflow."):
+                pending.extend(module_level_imports(name.removeprefix("edsr_mlflow.")))
+    return seen
+
+
+def test_train_and_evaluate_do_not_import_the_compare_statistics():
+    # SciPy's statistics (with crops -> findings) cost every train and evaluate process about 2 s.
+    loaded = imported_with("workflows") | imported_with("cli")
+    assert "edsr_mlflow.training" in loaded and "edsr_mlflow.evaluation" in loaded  # the walk follows ours
+    assert not {"edsr_mlflow.findings", "edsr_mlflow.statistics", "edsr_mlflow.crops", "edsr_mlflow.plots"} & loaded
+    assert not [name for name in loaded if name.split(".")[0] == "scipy"]
 
 
 @pytest.mark.parametrize("self_ensemble", [False, True])
