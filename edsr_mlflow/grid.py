@@ -19,6 +19,7 @@ A grid file::
     comparisons:                    # optional, pre-declared: paired by seed in `compare`
       - [edsr_x4_b8_f64_subpixel, edsr_x4_b8_f64_transpose]      # within each training budget
       - [edsr_x4_b8_f64_subpixel@2000, edsr_x4_b8_f64_transpose@3270]  # across budgets: these steps
+      - [edsr_x4_b8_f64_subpixel@2000@mixed_bfloat16, edsr_x4_b8_f64_subpixel@2000@float32]  # and precisions
     comparison_metrics: [eval_set5_psnr]   # optional (default: val_psnr)
     steps_to_gain_db: [0.5, 1.0]    # optional: `compare` reports the steps each configuration took
                                     # to reach bicubic + these gains on its validation curve
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import TrainConfig
+from .config import POLICIES, TrainConfig
 from .errors import ConfigError
 from .findings import DEFAULT_GAIN_THRESHOLDS_DB
 from .schema import STEPS_QUALIFIER, comparison_side
@@ -71,14 +72,20 @@ def _comparisons(raw, configs: list[TrainConfig], path: Path) -> tuple[tuple[str
         sides = [[comparison_side(str(side)) for side in pair] for pair in raw]
     except ValueError as error:
         raise ConfigError(f"grid file {path}: comparison {error}") from None
-    unknown = sorted({name for pair in sides for name, _ in pair} - names)
+    unknown = sorted({side.name for pair in sides for side in pair} - names)
     if unknown:
         raise ConfigError(f"grid file {path}: comparisons name {', '.join(unknown)}, which the grid does not make; "
                           f"use run names such as {sorted(names)[0]}")
-    half = [f"{a} - {b}" for (a, b), pair in zip(raw, sides) if (pair[0][1] is None) != (pair[1][1] is None)]
-    if half:
-        raise ConfigError(f"grid file {path}: comparison {half[0]} gives the steps ({STEPS_QUALIFIER}<steps>) of one side "
-                          "only; give both (a comparison across budgets) or neither (pairs within each budget)")
+    for (a, b), (side_a, side_b) in zip(raw, sides):
+        if (side_a.steps is None) != (side_b.steps is None):
+            raise ConfigError(f"grid file {path}: comparison {a} - {b} gives the steps ({STEPS_QUALIFIER}<steps>) of one side "
+                              "only; give both (a comparison across budgets) or neither (pairs within each budget)")
+        if (side_a.precision is None) != (side_b.precision is None):
+            raise ConfigError(f"grid file {path}: comparison {a} - {b} gives the precision ({STEPS_QUALIFIER}<steps>{STEPS_QUALIFIER}<precision>) "
+                              "of one side only; give both or neither")
+        bad = [side.precision for side in (side_a, side_b) if side.precision is not None and side.precision not in POLICIES]
+        if bad:
+            raise ConfigError(f"grid file {path}: comparison {a} - {b}: unknown precision {bad[0]!r}, use one of {', '.join(POLICIES)}")
     return tuple((str(a), str(b)) for a, b in raw)
 
 

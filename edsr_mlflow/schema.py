@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # ---------------------------------------------------------------- tags
 
@@ -60,25 +61,36 @@ def run_name(scale: int, blocks: int, filters: int, upsampler: str,
 
 # ---------------------------------------------------------------- training metrics
 
-# Logged once per epoch, at step = epoch number (1-based).
 # A side of a pre-declared comparison: a run name, or ``<run name>@<total steps>`` for the
 # runs of that configuration trained for that many steps (epochs x steps_per_epoch), which
-# pairs by seed with another budget's runs (a compute-matched arm).
+# pairs by seed with another budget's runs (a compute-matched arm), optionally with the
+# precision they trained in, ``<run name>@<steps>@<precision>`` (bfloat16 against float32).
 STEPS_QUALIFIER = "@"
 
 
-def comparison_side(side: str) -> tuple[str, int | None]:
-    """``("edsr_x4_b8_f32_transpose", 3270)`` for ``edsr_x4_b8_f32_transpose@3270``; the
-    steps None for a bare run name. Raises ValueError for steps that are not a positive whole
-    number."""
-    name, qualifier, steps = side.partition(STEPS_QUALIFIER)
-    if not qualifier:
-        return side, None
+class ComparisonSide(NamedTuple):
+    name: str  # the configuration's run name
+    steps: int | None = None  # None: a bare run name, paired within each budget
+    precision: str | None = None  # None: not named (runs of any precision)
+
+
+def comparison_side(side: str) -> ComparisonSide:
+    """``("edsr_x4_b8_f32_transpose", 3270, None)`` for ``edsr_x4_b8_f32_transpose@3270``,
+    ``(..., 2000, "mixed_bfloat16")`` for ``...@2000@mixed_bfloat16``, steps and precision None
+    for a bare run name. Raises ValueError for steps that are not a positive whole number, or
+    more than two qualifiers (the precision name is checked where the choices are known)."""
+    name, *qualifiers = side.split(STEPS_QUALIFIER)
+    if not qualifiers:
+        return ComparisonSide(side)
+    if len(qualifiers) > 2:
+        raise ValueError(f"{side!r}: write <run name>{STEPS_QUALIFIER}<steps> or <run name>{STEPS_QUALIFIER}<steps>{STEPS_QUALIFIER}<precision>")
+    steps = qualifiers[0]
     if not steps.isdigit() or int(steps) <= 0:
         raise ValueError(f"{side!r}: the steps after {STEPS_QUALIFIER!r} must be a positive whole number")
-    return name, int(steps)
+    return ComparisonSide(name, int(steps), qualifiers[1] if len(qualifiers) == 2 else None)
 
 
+# Logged once per epoch, at step = epoch number (1-based).
 EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_time_ms", "patches_per_s", "learning_rate")
 # Logged once, when training ends.
 FINAL_METRICS = ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "bicubic_val_ssim", "val_psnr_gain", "epochs_completed")

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from .findings import configuration_labels, param_numbers, with_budget
-from .schema import comparison_side
+from .schema import ComparisonSide, comparison_side
 
 PRACTICAL_THRESHOLD_DB = 0.05
 ALPHA = 0.05
@@ -89,19 +89,27 @@ def paired_differences(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.Se
 
     Sides written ``<run name>@<steps>`` (both, ``schema.comparison_side``) pair across budgets:
     the runs of ``a`` trained for its steps with those of ``b`` trained for its, by seed (the
-    budget level of the index reads ``a@.. vs b@..``)."""
+    budget level of the index reads ``a@.. vs b@..``); ``<run name>@<steps>@<precision>`` also
+    keeps only the runs trained in that precision (bfloat16 against float32)."""
     if metric not in runs.columns:
         return _no_pairs()
-    (name_a, steps_a), (name_b, steps_b) = comparison_side(a), comparison_side(b)
-    if steps_a is not None and steps_b is not None:
-        per_seed = [runs[(runs["label"] == name) & (runs["total_steps"] == steps)].groupby("seed")[metric].mean()
-                    for name, steps in ((name_a, steps_a), (name_b, steps_b))]
+    side_a, side_b = comparison_side(a), comparison_side(b)
+    if side_a.steps is not None and side_b.steps is not None:
+        per_seed = [_runs_of(runs, side).groupby("seed")[metric].mean() for side in (side_a, side_b)]
         d = (per_seed[0] - per_seed[1]).dropna()
         return pd.Series(d.to_numpy(), index=pd.MultiIndex.from_arrays([[f"{a} vs {b}"] * len(d), d.index], names=["budget", "seed"]))
     per_seed = runs[runs["label"].isin([a, b])].groupby(["label", "budget", "seed"])[metric].mean().unstack("label")
     if a not in per_seed or b not in per_seed:
         return _no_pairs()
     return (per_seed[a] - per_seed[b]).dropna()
+
+
+def _runs_of(runs: pd.DataFrame, side: ComparisonSide) -> pd.DataFrame:
+    """The :func:`labelled` runs a side with its steps names (and its precision, if it names one)."""
+    chosen = (runs["label"] == side.name) & (runs["total_steps"] == side.steps)
+    if side.precision is not None:
+        chosen &= runs.get("param:precision", pd.Series(None, index=runs.index, dtype=object)) == side.precision
+    return runs[chosen]
 
 
 def _no_pairs() -> pd.Series:

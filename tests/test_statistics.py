@@ -97,3 +97,18 @@ def test_sides_with_their_steps_pair_a_compute_matched_arm_across_budgets():
     assert within["n"] == 2 and within["mean_diff"] == pytest.approx(0.15)
     assert "| val_psnr | edsr_x4_b8_f32_transpose@3270 - edsr_x4_b8_f32_subpixel@2000 | 2 | +0.050 |" in statistics.paired_markdown(
         statistics.paired_table(usable, [("edsr_x4_b8_f32_transpose@3270", "edsr_x4_b8_f32_subpixel@2000")], ["val_psnr"]))
+
+
+def test_sides_with_their_precision_pair_bfloat16_with_float32_runs_of_the_same_steps():
+    steps = {"param:epochs": "10", "param:steps_per_epoch": "200"}
+    f32 = [{**r, **steps, "param:precision": "float32"} for r in run_rows("transpose", {1: 29.0, 2: 29.1, 3: 29.3})]
+    bf16 = [{**r, **steps, "param:precision": "mixed_bfloat16", "run_id": f"{r['run_id']}-bf16"}
+            for r in run_rows("transpose", {1: 29.02, 2: 29.06, 4: 30.0})]  # seed 4 has no float32 partner
+    usable = pd.DataFrame(f32 + bf16)
+    across, pooled = statistics.paired_table(usable, [
+        ("edsr_x4_b8_f32_transpose@2000@mixed_bfloat16", "edsr_x4_b8_f32_transpose@2000@float32"),
+        ("edsr_x4_b8_f32_transpose@2000", "edsr_x4_b8_f32_transpose@2000"),  # no precision named: both precisions, averaged by seed
+    ], ["val_psnr"]).to_dict("records")
+    assert across["n"] == 2 and across["seeds"] == "1,2"
+    assert across["mean_diff"] == pytest.approx(-0.01)  # +0.02 and -0.04
+    assert pooled["mean_diff"] == pytest.approx(0.0) and pooled["n"] == 4

@@ -219,10 +219,15 @@ def test_comparisons_name_configurations_the_grid_makes(tmp_path):
     assert good.comparison_metrics == ("eval_set5_psnr",)
     across = [["edsr_x2_b2_f64_subpixel@2000", "edsr_x2_b2_f64_nearest@3270"]]
     assert grids.load_sweep(write_grid(tmp_path / "e.yaml", **base, comparisons=across)).comparisons == (tuple(across[0]),)
+    precisions = [["edsr_x2_b2_f64_subpixel@2000@mixed_bfloat16", "edsr_x2_b2_f64_subpixel@2000@float32"]]
+    assert grids.load_sweep(write_grid(tmp_path / "p.yaml", **base, comparisons=precisions)).comparisons == (tuple(precisions[0]),)
     for pair, message in (
         (["edsr_x2_b2_f64_subpixel@2000", "edsr_x2_b2_f64_nearest"], "gives the steps \\(@<steps>\\) of one side only"),
         (["edsr_x2_b2_f64_subpixel@0", "edsr_x2_b2_f64_nearest@10"], "the steps after '@' must be a positive whole number"),
         (["edsr_x2_b2_f64_bilinear@10", "edsr_x2_b2_f64_nearest@10"], "edsr_x2_b2_f64_bilinear, which the grid does not make"),
+        (["edsr_x2_b2_f64_subpixel@10@mixed_bfloat16", "edsr_x2_b2_f64_subpixel@10"], "gives the precision .* of one side only"),
+        (["edsr_x2_b2_f64_subpixel@10@bf16", "edsr_x2_b2_f64_subpixel@10@float32"], "unknown precision 'bf16', use one of float32, mixed_bfloat16"),
+        (["edsr_x2_b2_f64_subpixel@10@float32@x", "edsr_x2_b2_f64_nearest@10"], "write <run name>@<steps> or <run name>@<steps>@<precision>"),
     ):
         with pytest.raises(ConfigError, match=message):
             grids.load_sweep(write_grid(tmp_path / "f.yaml", **base, comparisons=[pair]))
