@@ -37,7 +37,7 @@ def _import_tensorflow_quietly() -> None:
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        with _scikit_learn_hidden():
+        with _hidden():
             import tensorflow
 
         gpus = tensorflow.config.list_physical_devices("GPU")
@@ -50,21 +50,26 @@ def _import_tensorflow_quietly() -> None:
                    "check nvidia-smi, and install TensorFlow's CUDA libraries (pip install 'tensorflow[and-cuda]')", err=True)
 
 
+# Installed (MLflow brings both) and imported by Keras at its own import, for what this project
+# never uses: scikit-learn (with SciPy's statistics) for Keras' scikit-learn wrappers, matplotlib's
+# pyplot for keras.visualization. Seconds of every command's start-up (benchmarks/startup.py).
+UNUSED_BY_KERAS = ("sklearn", "matplotlib")
+
+
 @contextlib.contextmanager
-def _scikit_learn_hidden():
-    """While inside, ``import sklearn`` fails as if it were not installed. TensorFlow imports
-    Keras, whose scikit-learn wrappers (unused here) import scikit-learn and SciPy's statistics
-    whenever they are installed, and MLflow installs them: part of every command's start-up
-    for nothing (``benchmarks/startup.py`` measures how much). Importable again afterwards."""
-    if "sklearn" in sys.modules:  # already loaded: nothing to save
-        yield
-        return
-    sys.modules["sklearn"] = None  # the import system's own "not importable" marker
+def _hidden(packages: tuple[str, ...] = UNUSED_BY_KERAS):
+    """While inside, importing any of ``packages`` (or a submodule) fails as if it were not
+    installed, so Keras' optional imports of them fall back; importable again afterwards. A
+    package already loaded is left alone (nothing to save)."""
+    hidden = [name for name in packages if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # the import system's own "not importable" marker
     try:
         yield
     finally:
-        if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
-            del sys.modules["sklearn"]
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 DEFAULTS = TrainConfig()

@@ -118,3 +118,22 @@ def test_help_and_option_checks_do_not_wait_for_tensorflow():
              "print(help.exit_code, bad.exit_code, repr(bad.output), 'tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "0 2 'error: blocks must be a positive number, got 0\\n' False"
+
+
+def test_what_keras_imports_for_nothing_is_hidden_only_while_tensorflow_loads():
+    # A fresh process: here, the suite may have loaded them already (then nothing is hidden).
+    probe = "\n".join([
+        "import json",
+        "from edsr_mlflow import cli",
+        "with cli._hidden((*cli.UNUSED_BY_KERAS, 'json')):",
+        "    import json  # already loaded: left alone",
+        "    for name in ('sklearn', 'matplotlib.pyplot'):",
+        "        try:",
+        "            __import__(name)",
+        "        except ImportError:",
+        "            print('hidden', name)",
+        "import matplotlib.pyplot, sklearn",
+        "print('importable after')",
+    ])
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["hidden sklearn", "hidden matplotlib.pyplot", "importable after"]
