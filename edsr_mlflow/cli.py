@@ -430,6 +430,9 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
     from .grid import load_sweep
 
     definition = load_sweep(grid_file)
+    # `kill`, a service manager or a Kubernetes pod's end stops it as Ctrl-C does: the running
+    # children are stopped and every run closed KILLED, none left RUNNING (nor children orphaned).
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from .comparison import compare_run
     from .sweep import sweep_run
 

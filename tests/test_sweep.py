@@ -167,7 +167,8 @@ def test_a_failed_evaluation_is_retried_on_the_same_run(tracking_store, tmp_path
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_sweep_and_starts_nothing_more(tracking_store, tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_stops_the_sweep_and_starts_nothing_more(tracking_store, tmp_path, stop):
     import os
     import signal
     import subprocess
@@ -179,16 +180,18 @@ def test_ctrl_c_stops_the_sweep_and_starts_nothing_more(tracking_store, tmp_path
         fixed={"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4, "epochs": 2, "steps_per_epoch": 400},
     )
     # Ctrl-C as at a terminal: a suite started in the background (`make test &`) inherits SIGINT
-    # ignored, and Python then keeps ignoring it; the sweep gets the terminal's default.
+    # ignored, and Python then keeps ignoring it; the sweep gets the terminal's default. `kill`
+    # (SIGTERM) as to a sweep started in the background, whose SIGINT is ignored.
+    interrupt = signal.SIG_DFL if stop == "ctrl-c" else signal.SIG_IGN
     sweep_process = subprocess.Popen([sys.executable, "-m", "edsr_mlflow", "sweep", f"--grid={grid}", "--output-dir=out"],
                                      cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, interrupt))
     deadline = time.monotonic() + 300  # a guard against a hung test, not a speed check
     while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in children_or_none("stop-me")):
         assert sweep_process.poll() is None, sweep_process.communicate()
         time.sleep(0.3)
     time.sleep(3)  # into the first configuration's training
-    sweep_process.send_signal(signal.SIGINT)
+    sweep_process.send_signal(signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM)
     out, err = sweep_process.communicate(timeout=300)
     assert sweep_process.returncode == 130, err[-2000:]
     runs = mlflow.search_runs(experiment_names=["stop-me"], output_format="list")
