@@ -156,6 +156,9 @@ def main():
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
     _bound_http_retries()
+    # `kill`, a service manager or a Kubernetes pod's end stops any command as Ctrl-C does: its
+    # run (a sweep: its children too) closed KILLED, none left RUNNING nor a child orphaned.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     # Not for the user's screen: "Creating initial MLflow database tables..." on every new store,
     # four lines of system-metrics monitoring per run, a progress bar per model download.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -204,7 +207,6 @@ def train(experiment, checkpoint_dir, resume_run_id, parent_run_id, then_evaluat
         from .sources import check_training_sources
 
         check_training_sources(config.dataset, config.val_dataset or None, config.scale, config.patch_size)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     _import_tensorflow_quietly()
     from .workflows import train_run
 
@@ -430,9 +432,6 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
     from .grid import load_sweep
 
     definition = load_sweep(grid_file)
-    # `kill`, a service manager or a Kubernetes pod's end stops it as Ctrl-C does: the running
-    # children are stopped and every run closed KILLED, none left RUNNING (nor children orphaned).
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from .comparison import compare_run
     from .sweep import sweep_run
 
