@@ -81,15 +81,16 @@ def main() -> None:
         print(f"  {name:30s} CPU {cpu:5.2f} s  wall {wall:5.2f} s")
     print("\nsaved, medians over the rounds of each round's difference (the two measured a few seconds apart):")
     for before, after, what in PAIRS:
-        cpu_saved = statistics.median(b[0] - a[0] for b, a in zip(times[before], times[after]))
-        share = statistics.median(1 - a[0] / b[0] for b, a in zip(times[before], times[after]))
-        wall_saved = statistics.median(b[1] - a[1] for b, a in zip(times[before], times[after]))
-        rounds_faster = sum(a[0] < b[0] for b, a in zip(times[before], times[after]))
-        print(f"  {what}: CPU {cpu_saved:.2f} s ({share:.0%}), wall {wall_saved:.2f} s; "
-              f"less CPU in {rounds_faster} of {len(times[before])} rounds")
+        rounds = list(zip(times[before], times[after]))  # ((cpu, wall) before, (cpu, wall) after) per round
+        cpu_saved = statistics.median(b[0] - a[0] for b, a in rounds)
+        share = statistics.median(1 - a[0] / b[0] for b, a in rounds)
+        wall_saved = statistics.median(b[1] - a[1] for b, a in rounds)
+        rounds_faster = sum(a[0] < b[0] for b, a in rounds)
+        print(f"  {what}: CPU {cpu_saved:.2f} s ({share:.0%}), wall {wall_saved:.2f} s; less CPU in {rounds_faster} of {len(rounds)} rounds")
     costs = [statistics.median(c) for c in zip(*direct)]
     print("  hidden, measured directly (CPU of importing each once TensorFlow is loaded, in this order, medians): "
           + ", ".join(f"{n} {c:.2f} s" for n, c in zip(HIDDEN_COSTS, costs)) + f"; {sum(costs):.2f} s in all")
+
 
 if __name__ == "__main__":
     main()

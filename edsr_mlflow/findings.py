@@ -92,10 +92,16 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
 
 
+def param_values(runs: pd.DataFrame, name: str) -> pd.Series:
+    """A logged param of :func:`tidy_runs` rows (``param:<name>``) as logged, strings; None
+    where a run lacks it."""
+    return _column(runs, f"param:{name}")
+
+
 def param_numbers(runs: pd.DataFrame, name: str) -> pd.Series:
     """A logged param of :func:`tidy_runs` rows (``param:<name>``, strings) as numbers; NaN where
     a run lacks it or it does not parse."""
-    return pd.to_numeric(_column(runs, f"param:{name}"), errors="coerce")
+    return pd.to_numeric(param_values(runs, name), errors="coerce")
 
 
 def aggregated_metrics(table: pd.DataFrame) -> list[str]:
@@ -217,7 +223,7 @@ def budget_labels(runs: pd.DataFrame) -> pd.Series:
     named only where the runs do not all share one."""
     numeric = [name for name in BUDGET_PARAMS if name != "precision"]
     values = {name: param_numbers(runs, name) for name in numeric}
-    precision = _column(runs, "param:precision")
+    precision = param_values(runs, "precision")
     values["precision"] = precision if precision.nunique(dropna=False) > 1 else pd.Series([None] * len(runs), index=runs.index, dtype=object)
     labels = [budget_label(**dict(zip(values, row))) for row in zip(*values.values())]
     return pd.Series(labels, index=runs.index, dtype=object)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .findings import configuration_labels, param_numbers, with_budget
+from .findings import configuration_labels, param_numbers, param_values, with_budget
 from .schema import ComparisonSide, comparison_side
 
 PRACTICAL_THRESHOLD_DB = 0.05
@@ -75,10 +75,12 @@ def verdict(mean: float, ci_low: float, ci_high: float, p_holm: float, threshold
 
 def labelled(usable: pd.DataFrame) -> pd.DataFrame:
     """``usable`` runs (findings.split_runs) with a ``label`` column (the configuration's run
-    name), a ``budget`` column (findings.budget_labels) and ``total_steps`` (epochs x
-    steps_per_epoch; NaN where a run logged neither)."""
+    name), a ``budget`` column (findings.budget_labels), ``total_steps`` (epochs x
+    steps_per_epoch; NaN where a run logged neither) and ``precision`` (as logged; None where
+    a run did not log it)."""
     total_steps = param_numbers(usable, "epochs") * param_numbers(usable, "steps_per_epoch")
-    return with_budget(usable).assign(label=configuration_labels(usable), total_steps=total_steps)
+    return with_budget(usable).assign(label=configuration_labels(usable), total_steps=total_steps,
+                                      precision=param_values(usable, "precision"))
 
 
 def paired_differences(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series:
@@ -108,7 +110,7 @@ def _runs_of(runs: pd.DataFrame, side: ComparisonSide) -> pd.DataFrame:
     """The :func:`labelled` runs a side with its steps names (and its precision, if it names one)."""
     chosen = (runs["label"] == side.name) & (runs["total_steps"] == side.steps)
     if side.precision is not None:
-        chosen &= runs.get("param:precision", pd.Series(None, index=runs.index, dtype=object)) == side.precision
+        chosen &= runs["precision"] == side.precision
     return runs[chosen]
 
 
