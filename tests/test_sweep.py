@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edsr_mlflow import cli
+from edsr_mlflow import cli, schema
 from edsr_mlflow import grid as grids
 from edsr_mlflow.errors import ConfigError
 
@@ -66,6 +66,20 @@ def test_the_shipped_grids_are_valid():
     rates = grids.load_sweep(root / "cpu_study_v2_budget_lr.yaml")  # chosen on the hold-out, no test set
     assert [c.learning_rate for c in rates.configs] == [0.002, 0.001] and rates.evaluate == ()
     assert {(c.total_steps, c.val_dataset) for c in rates.configs} == {(6000, "")}
+
+
+def test_every_shipped_comparison_names_its_steps_and_precision():
+    """A bare run name pools the pairs of every budget and precision in the experiment into one
+    test: in a study whose experiment gathers several arms, no pre-declared comparison may. And
+    each side is a configuration that a shipped grid of the same experiment makes."""
+    studies = [grids.load_sweep(path) for path in sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))]
+    made = {(s.experiment, c.run_name, c.total_steps, c.precision) for s in studies for c in s.configs}
+    with_comparisons = [s for s in studies if s.comparisons]
+    assert len(with_comparisons) >= 4
+    for study in with_comparisons:
+        for side in (schema.comparison_side(side) for pair in study.comparisons for side in pair):
+            assert side.steps is not None and side.precision is not None, (study.name, side)
+            assert (study.experiment, side.name, side.steps, side.precision) in made, (study.name, side)
 
 
 def children(experiment: str):
