@@ -46,3 +46,33 @@ def temporary_tracking_store() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="edsr-bench-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     return folder
+
+
+def step_benchmark_data(shared: Path):
+    """SunHays80 at x2 for the step-time benchmarks (precision_and_flops, threads), decoded into
+    the in-memory cache once, so that no timed step pays for decoding."""
+    from edsr_mlflow import data
+
+    sr_data = data.load_sr_data(str(shared / "SunHays80"), 2, 32, val_dataset=str(shared / "Set5"))
+    for _ in sr_data.train_images:
+        pass
+    return sr_data
+
+
+def step_benchmark_batches(sr_data, seed: int):
+    """The project's training stream for the step-time benchmarks: batch 16, LR patch 32."""
+    from edsr_mlflow import data
+
+    return data.training_batches(sr_data.train_images, scale=2, patch_size=32, batch_size=16, seed=seed)
+
+
+def step_benchmark_model(precision: str, xla: bool):
+    """The step-time benchmarks' model (x2, 8 blocks, 32 filters), compiled as training does."""
+    from edsr_mlflow import training
+    from edsr_mlflow.config import TrainConfig
+
+    config = TrainConfig(dataset="unused", scale=2, blocks=8, filters=32, batch_size=16, patch_size=32,
+                         learning_rate=1e-3, precision=precision)
+    model = training.build_model(config)
+    model.compile(optimizer=model.optimizer, loss=training.L1_LOSS, jit_compile=xla)
+    return model

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_flags_line, require_shared_data  # noqa: E402
+from _common import cpu_flags_line, require_shared_data, step_benchmark_batches, step_benchmark_data, step_benchmark_model  # noqa: E402
 
 MODES = (("float32", "float32", False), ("bf16", "mixed_bfloat16", False), ("bf16+xla", "mixed_bfloat16", True))
 
@@ -91,8 +91,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per mode first (tracing)")
     args = parser.parse_args()
 
-    from edsr_mlflow import data, training
-    from edsr_mlflow.config import TrainConfig
     from edsr_mlflow.evaluation import score_upscaler
     from edsr_mlflow.inference import model_upscaler
     from edsr_mlflow.metrics import mean_scores
@@ -100,21 +98,14 @@ def main() -> None:
 
     print(cpu_flags_line())
 
-    shared = require_shared_data()
-    sr_data = data.load_sr_data(str(shared / "SunHays80"), 2, 32, val_dataset=str(shared / "Set5"))
-
-    for _ in sr_data.train_images:  # fill the in-memory cache once: no round pays for decoding
-        pass
+    sr_data = step_benchmark_data(require_shared_data())
 
     def batches(seed: int):
-        return data.training_batches(sr_data.train_images, scale=2, patch_size=32, batch_size=16, seed=seed)
+        return step_benchmark_batches(sr_data, seed)
 
     models = {}
     for name, policy, xla in MODES:
-        config = TrainConfig(dataset="unused", scale=2, blocks=8, filters=32, batch_size=16, patch_size=32,
-                             learning_rate=1e-3, precision=policy)
-        model = training.build_model(config)
-        model.compile(optimizer=model.optimizer, loss=training.L1_LOSS, jit_compile=xla)
+        model = step_benchmark_model(policy, xla)
         model.fit(batches(0), steps_per_epoch=args.warmup, epochs=1, verbose=0)
         models[name] = model
     flops_per_step = 2 * 3 * macs_per_lr_pixel(models["float32"]) * 16 * 32**2

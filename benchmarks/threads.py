@@ -35,16 +35,11 @@ if int(inter):
     tf.config.threading.set_inter_op_parallelism_threads(int(inter))
 if int(intra):
     tf.config.threading.set_intra_op_parallelism_threads(int(intra))
-from edsr_mlflow import data, training
-from edsr_mlflow.config import TrainConfig
-sr_data = data.load_sr_data(shared + "/SunHays80", 2, 32, val_dataset=shared + "/Set5")
-for _ in sr_data.train_images:  # decode once, untimed
-    pass
-config = TrainConfig(dataset="unused", scale=2, blocks=8, filters=32, batch_size=16, patch_size=32,
-                     learning_rate=1e-3, precision=precision)
-model = training.build_model(config)
-model.compile(optimizer=model.optimizer, loss=training.L1_LOSS, jit_compile=False)
-batches = data.training_batches(sr_data.train_images, scale=2, patch_size=32, batch_size=16, seed=0)
+from pathlib import Path
+from _common import step_benchmark_batches, step_benchmark_data, step_benchmark_model
+sr_data = step_benchmark_data(Path(shared))
+model = step_benchmark_model(precision, xla=False)
+batches = step_benchmark_batches(sr_data, seed=0)
 model.fit(batches, steps_per_epoch=int(warmup), epochs=1, verbose=0)
 wall, cpu = time.perf_counter(), time.process_time()
 model.fit(batches, steps_per_epoch=int(steps), epochs=1, verbose=0)
@@ -54,7 +49,7 @@ print(json.dumps({"wall_ms": 1000 * (time.perf_counter() - wall) / int(steps),
 
 
 def measure(setting: tuple[int, int], args, shared: Path) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(str(p) for p in (Path(__file__).resolve().parents[1], Path(__file__).resolve().parent))}
     done = subprocess.run([sys.executable, "-c", CHILD, *map(str, setting), str(args.warmup), str(args.steps), args.precision, str(shared)],
                           env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
