@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 SHARED_DATA = Path(os.environ.get("EDSR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -76,3 +77,26 @@ def step_benchmark_model(precision: str, xla: bool):
     model = training.build_model(config)
     model.compile(optimizer=model.optimizer, loss=training.L1_LOSS, jit_compile=xla)
     return model
+
+
+def timed_fit(model, batches, steps: int) -> tuple[float, float]:
+    """``model.fit`` for ``steps + 1`` steps of ``batches``; returns wall and CPU seconds per
+    step from the end of the first step to the end of the last. Not the whole call: its start
+    (a new iterator filling its buffers) and its end are not training steps, and at the end
+    tf.data's autotuning can hold the iterator's teardown until its next optimisation tick,
+    seconds at times (``benchmarks/iterator_teardown.py``), which made whole-call timings land on
+    10.24 s boundaries."""
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends: list[tuple[float, float]] = []  # (wall, CPU) at the end of each step
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append((time.perf_counter(), time.process_time()))
+
+    clock = StepClock()
+    model.fit(batches, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[clock])
+    (wall_first, cpu_first), (wall_last, cpu_last) = clock.ends[0], clock.ends[-1]
+    return (wall_last - wall_first) / steps, (cpu_last - cpu_first) / steps

@@ -7,8 +7,8 @@ process, rounds alternating, against the machine's plain-convolution ceiling.
    backward, in float32 and in bfloat16, GFLOP/s.
 3. The benchmark model (EDSR x2, 8 blocks, 32 filters, batch 16, LR patch 32, SunHays80) built
    three times from the same seed: float32; mixed_bfloat16 without XLA (oneDNN's kernels);
-   mixed_bfloat16 with XLA. Each is warmed up (tracing), then trained ``--steps`` steps per
-   round, the three in turn, for ``--rounds`` rounds, through the project's tf.data pipeline
+   mixed_bfloat16 with XLA. Each is warmed up (tracing), then trained ``--steps`` timed steps
+   per round (from the end of one untimed step to the end of the last), the three in turn, for ``--rounds`` rounds, through the project's tf.data pipeline
    (round r reads the stream seeded r: other patches each round, the same for every mode).
    Reported per mode: median ms/step, training GFLOP/s (2 FLOPs per multiply-accumulate, the
    backward pass twice the forward) and its fraction of the float32 ceiling.
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_flags_line, require_shared_data, step_benchmark_batches, step_benchmark_data, step_benchmark_model  # noqa: E402
+from _common import cpu_flags_line, require_shared_data, step_benchmark_batches, step_benchmark_data, step_benchmark_model, timed_fit  # noqa: E402
 
 MODES = (("float32", "float32", False), ("bf16", "mixed_bfloat16", False), ("bf16+xla", "mixed_bfloat16", True))
 
@@ -119,9 +119,7 @@ def main() -> None:
             ceilings[dtype].append(conv_ceiling_gflops(dtype))
         for name, _, _ in MODES:
             stream = batches(round_number)
-            start = time.perf_counter()
-            models[name].fit(stream, steps_per_epoch=args.steps, epochs=1, verbose=0)
-            times[name].append((time.perf_counter() - start) / args.steps)
+            times[name].append(timed_fit(models[name], stream, args.steps)[0])
             fractions[name].append(flops_per_step / times[name][-1] / 1e9 / ceilings["float32"][-1])
         print(f"round {round_number}: ceiling float32 {ceilings['float32'][-1]:.0f} GFLOP/s, bfloat16 {ceilings['bfloat16'][-1]:.0f}; "
               + ", ".join(f"{name} {1000 * times[name][-1]:.0f} ms/step ({fractions[name][-1]:.2f})" for name, _, _ in MODES))
@@ -131,7 +129,7 @@ def main() -> None:
     print(f"check: forward+backward takes x{3 * statistics.median(forward_ratios):.2f} the time of the forward alone "
           "(three convolutions: about x3)")
 
-    steps = args.warmup + args.rounds * args.steps
+    steps = args.warmup + args.rounds * (args.steps + 1)
     psnr = {name: mean_scores(score_upscaler(model_upscaler(models[name]), sr_data.val_pairs, 2))["psnr"] for name, _, _ in MODES}
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, policy, xla in MODES:

@@ -6,7 +6,7 @@ kernel gradient) do not each ask for every core at once.
 Thread pools are fixed when TensorFlow starts, so each measurement is a fresh process; settings
 alternate round by round (this machine's speed drifts), and each setting's speed is the median of
 its per-round ratios to the default of the same round. Per process: ``--warmup`` untimed steps
-(tracing), then ``--steps`` timed ones of the benchmark model (x2, 8 blocks, 32 filters, batch 16,
+(tracing), then ``--steps`` timed ones (from the end of one untimed step to the end of the last) of the benchmark model (x2, 8 blocks, 32 filters, batch 16,
 LR patch 32, SunHays80, the project's tf.data pipeline); wall and CPU ms per step.
 
     python benchmarks/threads.py --rounds 5 [--precision float32]
@@ -28,7 +28,7 @@ from _common import cpu_flags_line, cpu_model, require_shared_data
 SETTINGS = {"default": (0, 0), "inter 1": (1, 0), "inter 1, intra 1": (1, 1)}
 
 CHILD = r"""
-import json, sys, time
+import json, sys
 inter, intra, warmup, steps, precision, shared = sys.argv[1:]
 import tensorflow as tf
 if int(inter):
@@ -36,15 +36,13 @@ if int(inter):
 if int(intra):
     tf.config.threading.set_intra_op_parallelism_threads(int(intra))
 from pathlib import Path
-from _common import step_benchmark_batches, step_benchmark_data, step_benchmark_model
+from _common import step_benchmark_batches, step_benchmark_data, step_benchmark_model, timed_fit
 sr_data = step_benchmark_data(Path(shared))
 model = step_benchmark_model(precision, xla=False)
 batches = step_benchmark_batches(sr_data, seed=0)
 model.fit(batches, steps_per_epoch=int(warmup), epochs=1, verbose=0)
-wall, cpu = time.perf_counter(), time.process_time()
-model.fit(batches, steps_per_epoch=int(steps), epochs=1, verbose=0)
-print(json.dumps({"wall_ms": 1000 * (time.perf_counter() - wall) / int(steps),
-                  "cpu_ms": 1000 * (time.process_time() - cpu) / int(steps)}))
+wall, cpu = timed_fit(model, batches, int(steps))
+print(json.dumps({"wall_ms": 1000 * wall, "cpu_ms": 1000 * cpu}))
 """
 
 
