@@ -125,9 +125,10 @@ class TrainConfig:
 
     Defaults follow the EDSR baseline (16 blocks, 64 filters, x2, LR patch 48, batch 16, L1
     loss, Adam halving its learning rate at fixed fractions of training), except the learning
-    rate: 2e-3 rather than 1e-4, which with zero-initialised residual branches
+    rate: 1e-3 rather than 1e-4, which with zero-initialised residual branches
     (``model.residual_block``) reaches a given PSNR in far fewer steps
-    (benchmarks/time_to_quality.py).
+    (benchmarks/time_to_quality.py). Not 2e-3, which gains a few hundredths of a dB in short
+    runs but diverged in longer ones (6,000+ steps; README, "Speed and time to quality").
     """
 
     upsampler: str = "subpixel"
@@ -143,7 +144,7 @@ class TrainConfig:
     batch_size: int = 16
     epochs: int = 10
     steps_per_epoch: int = 1000
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     seed: int = 42
     precision: str = "auto"
     time_budget_s: float = 0.0
