@@ -7,6 +7,7 @@ training photos (every 10th SunHays80 photo: what a learning rate or schedule ma
 on); tested once, at the end, on Set5, Set14 and BSD68 (never used to choose anything).
 
     python benchmarks/time_to_quality.py [--budget 300] [--learning-rate ...] [--precision ...]
+        [--batch-size 16] [--patch-size 32]
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0, help="training seconds")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the package default")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--patch-size", type=int, default=32, help="LR patch side")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
@@ -39,7 +42,7 @@ def main() -> None:
         dataset=str(shared / "SunHays80"), val_dataset="", scale=2, blocks=8, filters=32,
         # One epoch longer than the budget allows: the budget ends training, the learning
         # rate halves at fixed fractions of the budget, and the hold-out is scored at the end.
-        batch_size=16, patch_size=32, epochs=1, steps_per_epoch=1_000_000,
+        batch_size=args.batch_size, patch_size=args.patch_size, epochs=1, steps_per_epoch=1_000_000,
         precision=args.precision, time_budget_s=args.budget, seed=args.seed, **overrides,
     )
     outcome = train_run(config, checkpoint_root=folder / "checkpoints", verbose=2)
@@ -47,7 +50,7 @@ def main() -> None:
     steps = sum(h["steps"] for h in history)
     _, evaluations = evaluate_model(f"runs:/{outcome.run_id}/model", list(TEST_SETS), benchmark_root=str(shared))
     tests = ", ".join(f"{e.dataset} {e.scores.psnr:.3f} dB ({e.scores.gain:+.3f})" for e in evaluations)
-    print(f"time to quality ({args.budget:.0f} s, lr {config.learning_rate}, {outcome.precision.policy}{' + XLA' if outcome.precision.xla else ''}): "
+    print(f"time to quality ({args.budget:.0f} s, lr {config.learning_rate}, batch {config.batch_size} x {config.patch_size}^2, {outcome.precision.policy}{' + XLA' if outcome.precision.xla else ''}): "
           f"hold-out {outcome.result.final_val_psnr:.3f} dB ({outcome.final_metrics['val_psnr_gain']:+.3f} over bicubic) "
           f"after {steps:.0f} steps ({1000 * outcome.result.state.train_time_s / steps:.0f} ms/step); tests: {tests}")
 
