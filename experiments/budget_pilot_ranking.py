@@ -1,0 +1,70 @@
+"""Does the ranking of the upsamplers at 2,000 steps hold at 6,000? (cpu_study_v2's budget pilot)
+
+Reads the study's FINISHED 2-block float32 runs of 2,000 and 6,000 steps from the tracking store
+and writes, per metric, the configurations ranked at each budget (best first), for every seed
+that has all of them at both budgets and for the mean over those seeds, with Kendall's tau
+between the two rankings (+1: the same order; -1: reversed). Descriptive: the pilot's paired
+comparisons with intervals are in comparison_budget/paired_comparisons.md.
+
+    cd experiments/results/cpu_study_v2 && MLFLOW_TRACKING_URI=sqlite:///mlflow.db \\
+        python ../../budget_pilot_ranking.py > comparison_budget/ranking.md
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from scipy.stats import kendalltau
+
+EXPERIMENT = "edsr-cpu-study-v2"
+BUDGETS = (2000, 6000)
+METRICS = {"val_psnr": "hold-out", "eval_set5_psnr": "Set5", "eval_set14_psnr": "Set14", "eval_bsd68_psnr": "BSD68"}
+
+
+def pilot_runs() -> pd.DataFrame:
+    """One row per run: configuration (run name), steps, seed and the metrics."""
+    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="attributes.status = 'FINISHED' and params.blocks = '2'")
+    runs = runs[runs["params.precision"].fillna("float32") == "float32"]
+    table = pd.DataFrame({
+        "configuration": runs["tags.mlflow.runName"],
+        "steps": runs["params.epochs"].astype(int) * runs["params.steps_per_epoch"].astype(int),
+        "seed": runs["params.seed"].astype(int),
+        **{metric: runs[f"metrics.{metric}"] for metric in METRICS},
+    })
+    return table[table["steps"].isin(BUDGETS)]
+
+
+def complete_seeds(table: pd.DataFrame) -> list[int]:
+    """Seeds with every configuration at every budget."""
+    configurations = table["configuration"].nunique()
+    counts = table.groupby("seed")[["configuration", "steps"]].apply(lambda t: len(t.drop_duplicates()))
+    return sorted(int(seed) for seed, n in counts.items() if n == configurations * len(BUDGETS))
+
+
+def ranking_lines(scores: pd.DataFrame, label: str) -> list[str]:
+    """Markdown rows for one seed (or the mean): each budget's order, and Kendall's tau."""
+    tau = kendalltau(scores[BUDGETS[0]], scores[BUDGETS[1]]).statistic
+
+    def order(steps: int) -> str:
+        ranked = scores[steps].sort_values(ascending=False)
+        return " > ".join(f"{name.removeprefix('edsr_x4_b2_f32_')} {value:.3f}" for name, value in ranked.items())
+
+    return [f"| {label} | {BUDGETS[0]:,} | {order(BUDGETS[0])} | |", f"| {label} | {BUDGETS[1]:,} | {order(BUDGETS[1])} | {tau:+.2f} |"]
+
+
+def main() -> None:
+    table = pilot_runs()
+    seeds = complete_seeds(table)
+    table = table[table["seed"].isin(seeds)]
+    print(f"# Budget pilot: 2-block rankings at {BUDGETS[0]:,} and {BUDGETS[1]:,} steps\n")
+    print(f"Seeds with all {table['configuration'].nunique()} configurations at both budgets: {', '.join(map(str, seeds))}.\n")
+    for metric, label in METRICS.items():
+        print(f"## {label} (`{metric}`, dB)\n\n| seed | steps | ranking, best first | Kendall tau |\n|---|---|---|---|")
+        by_seed = table.pivot_table(index=["seed", "configuration"], columns="steps", values=metric)
+        for seed in seeds:
+            print("\n".join(ranking_lines(by_seed.loc[seed], str(seed))))
+        print("\n".join(ranking_lines(by_seed.groupby("configuration").mean(), "mean")) + "\n")
+
+
+if __name__ == "__main__":
+    main()
