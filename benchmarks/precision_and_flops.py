@@ -8,8 +8,9 @@ process, rounds alternating, against the machine's plain-convolution ceiling.
 3. The benchmark model (EDSR x2, 8 blocks, 32 filters, batch 16, LR patch 32, SunHays80) built
    three times from the same seed: float32; mixed_bfloat16 without XLA (oneDNN's kernels);
    mixed_bfloat16 with XLA. Each is warmed up (tracing), then trained ``--steps`` timed steps
-   per round (from the end of one untimed step to the end of the last), the three in turn, for ``--rounds`` rounds, through the project's tf.data pipeline
-   (round r reads the stream seeded r: other patches each round, the same for every mode).
+   per round (from the end of one untimed step to the end of the last), the three in turn, for
+   ``--rounds`` rounds, through the project's tf.data pipeline (round r reads the stream seeded
+   r: other patches each round, the same for every mode).
    Reported per mode: median ms/step, training GFLOP/s (2 FLOPs per multiply-accumulate, the
    backward pass twice the forward) and its fraction of the float32 ceiling.
 4. Quality: after the same steps on the same patches, Set5 x2 Y-PSNR of each (a check of

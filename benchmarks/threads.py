@@ -6,8 +6,9 @@ kernel gradient) do not each ask for every core at once.
 Thread pools are fixed when TensorFlow starts, so each measurement is a fresh process; settings
 alternate round by round (this machine's speed drifts), and each setting's speed is the median of
 its per-round ratios to the default of the same round. Per process: ``--warmup`` untimed steps
-(tracing), then ``--steps`` timed ones (from the end of one untimed step to the end of the last) of the benchmark model (x2, 8 blocks, 32 filters, batch 16,
-LR patch 32, SunHays80, the project's tf.data pipeline); wall and CPU ms per step.
+(tracing), then ``--steps`` timed ones (from the end of one untimed step to the end of the last)
+of the benchmark model (x2, 8 blocks, 32 filters, batch 16, LR patch 32, SunHays80, the project's
+tf.data pipeline); wall and CPU ms per step.
 
     python benchmarks/threads.py --rounds 5 [--precision float32]
 """
