@@ -16,22 +16,21 @@ import mlflow
 import pandas as pd
 from scipy.stats import kendalltau
 
+from edsr_mlflow.findings import split_runs, tidy_runs
+from edsr_mlflow.statistics import labelled
+
 EXPERIMENT = "edsr-cpu-study-v2"
 BUDGETS = (2000, 6000)
 METRICS = {"val_psnr": "hold-out", "eval_set5_psnr": "Set5", "eval_set14_psnr": "Set14", "eval_bsd68_psnr": "BSD68"}
 
 
 def pilot_runs() -> pd.DataFrame:
-    """One row per run: configuration (run name), steps, seed and the metrics."""
-    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="attributes.status = 'FINISHED' and params.blocks = '2'")
-    runs = runs[runs["params.precision"].fillna("float32") == "float32"]
-    table = pd.DataFrame({
-        "configuration": runs["tags.mlflow.runName"],
-        "steps": runs["params.epochs"].astype(int) * runs["params.steps_per_epoch"].astype(int),
-        "seed": runs["params.seed"].astype(int),
-        **{metric: runs[f"metrics.{metric}"] for metric in METRICS},
-    })
-    return table[table["steps"].isin(BUDGETS)]
+    """One row per run compare would use (its exclusions: status, missing metrics or params):
+    configuration (run name), steps, seed and the metrics, 2-block float32 runs of either budget."""
+    runs = labelled(split_runs(tidy_runs(mlflow.search_runs(experiment_names=[EXPERIMENT])))[0])
+    runs = runs[(runs["blocks"] == 2) & (runs["precision"] == "float32") & runs["total_steps"].isin(BUDGETS)]
+    return pd.DataFrame({"configuration": runs["label"], "steps": runs["total_steps"].astype(int), "seed": runs["seed"].astype(int),
+                         **{metric: runs[metric] for metric in METRICS}})
 
 
 def complete_seeds(table: pd.DataFrame) -> list[int]:
