@@ -7,7 +7,7 @@ training photos (every 10th SunHays80 photo: what a learning rate or schedule ma
 on); tested once, at the end, on Set5, Set14 and BSD68 (never used to choose anything).
 
     python benchmarks/time_to_quality.py [--budget 300] [--learning-rate ...] [--precision ...]
-        [--batch-size 16] [--patch-size 32]
+        [--batch-size 16] [--patch-size 32] [--validate-every STEPS]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=32, help="LR patch side")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--validate-every", type=int, default=0,
+                        help="steps between hold-out scores, printed as a curve (0: only at the end)")
     args = parser.parse_args()
 
     shared = require_shared_data()
@@ -40,14 +42,21 @@ def main() -> None:
     overrides = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
     config = TrainConfig(
         dataset=str(shared / "SunHays80"), val_dataset="", scale=2, blocks=8, filters=32,
-        # One epoch longer than the budget allows: the budget ends training, the learning
-        # rate halves at fixed fractions of the budget, and the hold-out is scored at the end.
-        batch_size=args.batch_size, patch_size=args.patch_size, epochs=1, steps_per_epoch=1_000_000,
+        # More steps than the budget allows: the budget ends training, the learning rate halves
+        # at fixed fractions of the budget, and the hold-out is scored at the end of each epoch
+        # (one epoch unless --validate-every; validation is outside the budget).
+        batch_size=args.batch_size, patch_size=args.patch_size,
+        epochs=1_000_000 // (args.validate_every or 1_000_000), steps_per_epoch=args.validate_every or 1_000_000,
         precision=args.precision, time_budget_s=args.budget, seed=args.seed, **overrides,
     )
     outcome = train_run(config, checkpoint_root=folder / "checkpoints", verbose=2)
     history = outcome.result.state.history
     steps = sum(h["steps"] for h in history)
+    if args.validate_every:
+        done = 0
+        for h in history:
+            done += h["steps"]
+            print(f"after {done:6.0f} steps: training loss {h['train_loss']:9.3f}, hold-out {h['val_psnr']:.3f} dB, learning rate {h['learning_rate']:.2e}")
     _, evaluations = evaluate_model(f"runs:/{outcome.run_id}/model", list(TEST_SETS), benchmark_root=str(shared))
     tests = ", ".join(f"{e.dataset} {e.scores.psnr:.3f} dB ({e.scores.gain:+.3f})" for e in evaluations)
     print(f"time to quality ({args.budget:.0f} s, lr {config.learning_rate}, batch {config.batch_size} x {config.patch_size}^2, {outcome.precision.policy}{' + XLA' if outcome.precision.xla else ''}): "
