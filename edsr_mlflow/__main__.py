@@ -11,7 +11,7 @@ import sys
 # The import names of pyproject.toml's dependencies (tests/test_packaging.py keeps them in step).
 REQUIRED_MODULES = (
     "click", "importlib_resources", "keras", "matplotlib", "mlflow", "numpy", "pandas", "PIL",
-    "psutil", "requests", "scipy", "skimage", "tensorflow", "tensorflow_datasets", "yaml",
+    "psutil", "requests", "scipy", "skimage", "statsmodels", "tensorflow", "tensorflow_datasets", "yaml",
 )
 
 

@@ -354,17 +354,27 @@ def upscale(model_uri, input_path, output_path, tile, self_ensemble):
 @click.option("--grid", "grid_file", default="", help="Grid file whose pre-declared comparisons (paired by seed) and steps_to_gain_db columns to report (empty: none).")
 @click.option("--throughput", default="", help="CSV of benchmarks/grid_throughput.py: measured step and inference times per configuration, and a Pareto front against them (empty: none).")
 @click.option("--per-image", type=click.BOOL, default=False, help="Also per-image PSNR tables of each benchmark set (a download per run and set).")
+@click.option("--plan", is_flag=True, help="Only print the planning table of the --grid file's hypotheses (the seeds each needs, from the runs so far); write and log nothing.")
 @friendly_errors
-def compare(experiment, parent_run_id, output_dir, grid_file, throughput, per_image):
-    """Compare training runs: one row per configuration, mean and std over seeds."""
+def compare(experiment, parent_run_id, output_dir, grid_file, throughput, per_image, plan):
+    """Compare training runs: one row per configuration, mean and std over seeds; with --grid,
+    also the grid's model, its primary family's verdicts and the seeds each question needs."""
     from .findings import DEFAULT_GAIN_THRESHOLDS_DB
 
-    comparisons, metrics, gains = (), ("val_psnr",), DEFAULT_GAIN_THRESHOLDS_DB
+    comparisons, metrics, gains, definition = (), ("val_psnr",), DEFAULT_GAIN_THRESHOLDS_DB, None
+    if plan and not grid_file:
+        raise UserError("--plan plans a grid file's hypotheses: pass --grid experiments/<study>.yaml too")
     if grid_file:
         from .grid import load_sweep
 
         definition = load_sweep(grid_file)
         comparisons, metrics, gains = definition.comparisons, definition.comparison_metrics, definition.steps_to_gain_db
+    if plan:
+        from .comparison import plan_study
+        from .statistics_report import planning_section
+
+        click.echo("\n".join(planning_section(plan_study(definition, experiment or None, parent_run_id or None), definition.margin_db)))
+        return
     from .comparison import compare_run
     from .findings import excluded_report
     from .stale_runs import find_stale_runs, stale_note
@@ -372,13 +382,15 @@ def compare(experiment, parent_run_id, output_dir, grid_file, throughput, per_im
     try:
         outcome = compare_run(experiment=experiment or None, parent_run_id=parent_run_id or None, output_dir=output_dir,
                               comparisons=comparisons, comparison_metrics=metrics, gain_thresholds_db=gains,
-                              throughput=Path(throughput) if throughput else None, per_image=per_image)
+                              throughput=Path(throughput) if throughput else None, per_image=per_image, definition=definition)
     except NothingToCompare as error:
         if stale := find_stale_runs():  # e.g. the newcomer's one `mlflow run .`, failed for want of conda
             raise TrackingError(f"{error}; {stale_note(stale).removeprefix('note: ')}") from None
         raise
     click.echo(outcome.markdown)
-    if outcome.paired_markdown:
+    if outcome.statistics_markdown:
+        click.echo(outcome.statistics_markdown)
+    elif outcome.paired_markdown:
         click.echo(outcome.paired_markdown)
     if len(outcome.excluded):
         click.echo(f"excluded {len(outcome.excluded)} run(s), listed in {output_dir / 'excluded_runs.csv'}:")
@@ -453,10 +465,9 @@ def sweep(grid_file, max_parallel, benchmark_root, output_dir):
         comparison = compare_run(experiment=definition.experiment, sweep=definition.name,
                                  output_dir=output_dir / "comparison" / definition.name,
                                  comparisons=definition.comparisons, comparison_metrics=definition.comparison_metrics,
-                                 gain_thresholds_db=definition.steps_to_gain_db)
+                                 gain_thresholds_db=definition.steps_to_gain_db, definition=definition)
         click.echo(comparison.markdown)
-        if comparison.paired_markdown:
-            click.echo(comparison.paired_markdown)
+        click.echo(comparison.statistics_markdown or comparison.paired_markdown)
     if counts["failed"]:
         raise UserError(f"{counts['failed']} of {len(outcomes)} configurations failed (logs in {output_dir}/sweeps/{definition.name}/); run the same command again to retry them")
 

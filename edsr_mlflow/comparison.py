@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import findings, plots, run_store, schema, statistics, tracking
+from . import analysis, findings, grid, plots, run_store, schema, statistics, statistics_report, tracking
 from .errors import NothingToCompare
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class ComparisonOutcome:
     without_samples: list[str]
     paired: pd.DataFrame | None = None  # statistics.paired_table, when comparisons were declared
     paired_markdown: str = ""
+    statistics: analysis.StudyStatistics | None = None  # with a grid definition
+    statistics_markdown: str = ""
 
 
 def compare_run(
@@ -63,6 +65,7 @@ def compare_run(
     gain_thresholds_db: tuple[float, ...] = findings.DEFAULT_GAIN_THRESHOLDS_DB,
     throughput: Path | None = None,
     per_image: bool = False,
+    definition: grid.SweepDefinition | None = None,
 ) -> ComparisonOutcome:
     """Compares the training runs of ``experiment`` (None: every experiment) and/or the child
     runs of ``parent_run_id``, or of every parent run of ``sweep`` in ``experiment``; writes the
@@ -76,6 +79,10 @@ def compare_run(
     For each of ``gain_thresholds_db`` (a grid file's ``steps_to_gain_db``), a column of the
     steps each configuration took to reach bicubic + that gain on its validation curve
     (``findings.steps_to_gain``; a request per run).
+    With ``definition`` (a grid file's), also the study statistics of its runs
+    (``analysis.study_statistics``: the grid's model, the primary family, planning, divergence),
+    as ``statistics.*`` files and a section of ``findings.md`` / ``.html``; the ``train_loss``
+    curves of the grid's runs cost a request each where the grid has a divergence rule.
     With ``throughput`` (a CSV of ``benchmarks/grid_throughput.py``), the measured step and
     inference times of each configuration and the Pareto front against the measured step time
     (``findings.with_throughput``), and the file itself among the logged ones.
@@ -119,6 +126,12 @@ def compare_run(
         (output_dir / "paired_comparisons.md").write_text(paired_text)
         table_files["paired_csv"] = output_dir / "paired_comparisons.csv"
         table_files["paired_markdown"] = output_dir / "paired_comparisons.md"
+    study, study_text = None, ""
+    if definition is not None:
+        study = grid_statistics(definition, runs, usable)
+        study_text = statistics_report.statistics_markdown(study, definition.margin_db)
+        table_files.update(statistics_report.export_statistics(study, definition.margin_db, output_dir))
+        append_to_findings(table_files, study_text, statistics_report.statistics_html(study.tables()))
 
     experiment_id = findings.home_experiment_id(runs)
     params = {
@@ -137,8 +150,38 @@ def compare_run(
         table=table, excluded=excluded, markdown=table_files["markdown"].read_text(),
         files=[*table_files.values(), excluded_path, *throughput_files, *plot_files, *per_image_files],
         without_samples=without_samples,
-        paired=paired, paired_markdown=paired_text,
+        paired=paired, paired_markdown=paired_text, statistics=study, statistics_markdown=study_text,
     )
+
+
+def plan_study(definition: grid.SweepDefinition, experiment: str | None = None, parent_run_id: str | None = None) -> analysis.StudyStatistics:
+    """The study statistics of ``definition``'s runs so far (in ``experiment``, default the
+    grid's), for ``compare --plan``: read only, nothing written or logged. Raises
+    ``NothingToCompare`` when none of the grid's runs can be compared yet."""
+    tracking.check_tracking_server()
+    runs = run_store.training_runs(run_store.comparison_scope(experiment or definition.experiment, parent_run_id))
+    usable, _ = findings.split_runs(findings.tidy_runs(runs)) if not runs.empty else (pd.DataFrame(), None)
+    if usable.empty or not usable["run_id"].isin(grid.grid_runs(definition, runs)["run_id"]).any():
+        raise NothingToCompare(f"no FINISHED run of grid {definition.name} to plan from; train a pilot first "
+                               f"(e.g. edsr-mlflow sweep --grid <file> with two seeds)")
+    return grid_statistics(definition, runs, usable)
+
+
+def grid_statistics(definition: grid.SweepDefinition, runs: pd.DataFrame, usable: pd.DataFrame) -> analysis.StudyStatistics:
+    """The study statistics of ``definition``'s runs among ``runs`` (``search_runs`` columns;
+    ``usable`` the comparable ones), with their ``train_loss`` curves where the grid has a
+    divergence rule (a request per run)."""
+    grid_runs = grid.grid_runs(definition, runs)
+    losses = run_store.metric_histories(list(grid_runs["run_id"]), "train_loss") if definition.divergence else None
+    return analysis.study_statistics(usable, grid_runs, definition, losses)
+
+
+def append_to_findings(files: dict[str, Path], markdown: str, html_section: str) -> None:
+    """The statistics under the table in ``findings.md`` and ``findings.html``."""
+    with files["markdown"].open("a") as out:
+        out.write("\n" + markdown)
+    with files["html"].open("a") as out:
+        out.write(html_section)
 
 
 def write_figures(table: pd.DataFrame, usable: pd.DataFrame, histories: pd.DataFrame, plot_dir: Path) -> tuple[list[Path], list[str]]:
@@ -177,7 +220,9 @@ def write_per_image_tables(usable: pd.DataFrame, folder: Path) -> list[Path]:
             folder.mkdir(parents=True, exist_ok=True)
             stem = folder / f"{dataset}_x{scale}"
             table.to_csv(stem.with_suffix(".csv"), index=False)
-            stem.with_suffix(".md").write_text(findings.per_image_markdown(table, f"{dataset} x{scale}: PSNR (dB, Y) per image, mean over seeds"))
+            title = (f"{dataset} x{scale}: PSNR (dB, Y) per image, mean over seeds; breadth across images for the weights "
+                     "these runs trained, not a test of a difference between configurations")
+            stem.with_suffix(".md").write_text(findings.per_image_markdown(table, title))
             paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
     return paths
 

@@ -23,6 +23,12 @@ A grid file::
     comparison_metrics: [eval_set5_psnr]   # optional (default: val_psnr)
     steps_to_gain_db: [0.5, 1.0]    # optional: `compare` reports the steps each configuration took
                                     # to reach bicubic + these gains on its validation curve
+    margin_db: 0.05                 # optional, with primary, divergence, comparisons_declared: the
+                                    # statistics `compare` reports (see ``hypotheses``)
+
+The grid's factors (:func:`grid_factors`) are the training parameters its configurations vary,
+seed aside, the upsampler shown with its controls (``transpose_k6``): blocks x upsampler for a
+depth-by-upsampler grid. ``compare`` fits a model of them (``factorial``).
 
 The order of the configurations is the grid's, last key fastest (so ``seed`` first makes every
 stopping point a whole number of seeds), then the variants'.
@@ -31,17 +37,21 @@ stopping point a whole number of seeds), then the variants'.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from . import hypotheses
 from .config import POLICIES, TrainConfig
 from .errors import ConfigError
 from .findings import DEFAULT_GAIN_THRESHOLDS_DB
-from .schema import STEPS_QUALIFIER, comparison_side
+from .hypotheses import DivergenceRule, PrimaryFamily
+from .schema import STEPS_QUALIFIER, comparison_side, upsampler_variant
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Fields every run of a sweep logged; runs from before the upsampler controls lack those two
@@ -49,6 +59,7 @@ CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 REQUIRED_CONFIG_FIELDS = tuple(name for name in CONFIG_FIELDS if name not in ("transpose_kernel", "icnr"))
 # A sweep's name is its identity in the store (tag ``sweep_name``, searched for on every re-run).
 SWEEP_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+ANALYSIS_KEYS = ("margin_db", "primary", "divergence", "comparisons_declared")
 
 
 @dataclass(frozen=True)
@@ -60,33 +71,87 @@ class SweepDefinition:
     comparisons: tuple[tuple[str, str], ...] = ()  # (run name a, run name b): a - b, paired by seed
     comparison_metrics: tuple[str, ...] = ("val_psnr",)
     steps_to_gain_db: tuple[float, ...] = DEFAULT_GAIN_THRESHOLDS_DB  # gains over bicubic (dB), for `compare`; () none
+    comparisons_declared: tuple[dt.datetime | None, ...] = ()  # when each comparison was written (None: not said)
+    margin_db: float = hypotheses.DEFAULT_MARGIN_DB
+    primary: PrimaryFamily | None = None
+    divergence: DivergenceRule | None = None
+
+    @property
+    def factors(self) -> dict[str, tuple[str, ...]]:
+        return grid_factors(self.configs)
 
 
-def _comparisons(raw, configs: list[TrainConfig], path: Path) -> tuple[tuple[str, str], ...]:
-    names = {c.run_name for c in configs}
+# Training parameters folded into the upsampler factor's levels (``transpose_k6``, ``subpixel_icnr``).
+UPSAMPLER_CONTROLS = ("transpose_kernel", "icnr")
+
+
+def factor_levels(config: TrainConfig) -> dict[str, str]:
+    """Every training parameter of ``config`` but the seed, as factor levels (text; the
+    upsampler with its controls)."""
+    params = {name: str(value) for name, value in config.as_params().items() if name not in ("seed", *UPSAMPLER_CONTROLS)}
+    return {**params, "upsampler": upsampler_variant(config.upsampler, config.transpose_kernel, config.icnr)}
+
+
+def grid_factors(configs) -> dict[str, tuple[str, ...]]:
+    """The parameters the configurations vary (seed aside), each with its levels in grid order."""
+    levels: dict[str, list[str]] = {}
+    for config in configs:
+        for name, level in factor_levels(config).items():
+            if level not in levels.setdefault(name, []):
+                levels[name].append(level)
+    return {name: tuple(values) for name, values in levels.items() if len(values) > 1}
+
+
+def grid_runs(definition: SweepDefinition, runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``runs`` (``search_runs`` columns) that trained one of the grid's
+    configurations (every param as the grid sets it, so runs of other budgets or precisions
+    are not among them): ``run_id``, ``seed``, ``start_time``, a column per factor."""
+    wanted = {config_key(config.as_params()): config for config in definition.configs}
+    factors = definition.factors
+    rows = []
+    for _, run in runs.iterrows():
+        params = {c.removeprefix("params."): v for c, v in run.items() if c.startswith("params.") and isinstance(v, str)}
+        config = wanted.get(config_key(params))
+        if config is not None:
+            levels = factor_levels(config)
+            rows.append({"run_id": run["run_id"], "seed": config.seed, "start_time": run.get("start_time"),
+                         **{name: levels[name] for name in factors}})
+    return pd.DataFrame(rows, columns=["run_id", "seed", "start_time", *factors])
+
+
+def _comparisons(raw, configs: list[TrainConfig], path: Path, declared) -> tuple[hypotheses.PairedComparison, ...]:
     if raw is None:
         return ()
-    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+    if not isinstance(raw, list):
         raise ConfigError(f"grid file {path}: comparisons must be a list of [run name a, run name b] pairs")
+    default = hypotheses.declared_time(declared, f"grid file {path}: comparisons_declared")
+    return tuple(hypotheses.paired_comparison(entry, _pair_check(configs, path), f"grid file {path}", default) for entry in raw)
+
+
+def _pair_check(configs: list[TrainConfig], path: Path):
+    """A check of one comparison's two sides against the grid's run names (raises ConfigError)."""
+    names = {c.run_name for c in configs}
+    return lambda a, b: _check_pair(a, b, names, path)
+
+
+def _check_pair(a: str, b: str, names: set[str], path: Path) -> None:
     try:
-        sides = [[comparison_side(str(side)) for side in pair] for pair in raw]
+        side_a, side_b = comparison_side(a), comparison_side(b)
     except ValueError as error:
         raise ConfigError(f"grid file {path}: comparison {error}") from None
-    unknown = sorted({side.name for pair in sides for side in pair} - names)
+    unknown = sorted({side_a.name, side_b.name} - names)
     if unknown:
         raise ConfigError(f"grid file {path}: comparisons name {', '.join(unknown)}, which the grid does not make; "
                           f"use run names such as {sorted(names)[0]}")
-    for (a, b), (side_a, side_b) in zip(raw, sides):
-        if (side_a.steps is None) != (side_b.steps is None):
-            raise ConfigError(f"grid file {path}: comparison {a} - {b} gives the steps ({STEPS_QUALIFIER}<steps>) of one side "
-                              "only; give both (a comparison across budgets) or neither (pairs within each budget)")
-        if (side_a.precision is None) != (side_b.precision is None):
-            raise ConfigError(f"grid file {path}: comparison {a} - {b} gives the precision ({STEPS_QUALIFIER}<steps>{STEPS_QUALIFIER}<precision>) "
-                              "of one side only; give both or neither")
-        bad = [side.precision for side in (side_a, side_b) if side.precision is not None and side.precision not in POLICIES]
-        if bad:
-            raise ConfigError(f"grid file {path}: comparison {a} - {b}: unknown precision {bad[0]!r}, use one of {', '.join(POLICIES)}")
-    return tuple((str(a), str(b)) for a, b in raw)
+    if (side_a.steps is None) != (side_b.steps is None):
+        raise ConfigError(f"grid file {path}: comparison {a} - {b} gives the steps ({STEPS_QUALIFIER}<steps>) of one side "
+                          "only; give both (a comparison across budgets) or neither (pairs within each budget)")
+    if (side_a.precision is None) != (side_b.precision is None):
+        raise ConfigError(f"grid file {path}: comparison {a} - {b} gives the precision ({STEPS_QUALIFIER}<steps>{STEPS_QUALIFIER}<precision>) "
+                          "of one side only; give both or neither")
+    bad = [side.precision for side in (side_a, side_b) if side.precision is not None and side.precision not in POLICIES]
+    if bad:
+        raise ConfigError(f"grid file {path}: comparison {a} - {b}: unknown precision {bad[0]!r}, use one of {', '.join(POLICIES)}")
 
 
 def _gain_thresholds(raw, path: Path) -> tuple[float, ...]:
@@ -152,21 +217,27 @@ def load_sweep(path: str | Path) -> SweepDefinition:
     if not isinstance(raw, dict) or "grid" not in raw:
         raise ConfigError(f"grid file {path} needs a 'grid:' mapping of parameter lists")
     unknown = sorted(set(raw) - {"name", "experiment", "grid", "variants", "fixed", "evaluate", "comparisons", "comparison_metrics",
-                                "steps_to_gain_db", "description"})
+                                "steps_to_gain_db", "description", *ANALYSIS_KEYS})
     if unknown:
         raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; use name, experiment, grid, variants, "
-                          "fixed, evaluate, comparisons, comparison_metrics, steps_to_gain_db")
+                          f"fixed, evaluate, comparisons, comparison_metrics, steps_to_gain_db, {', '.join(ANALYSIS_KEYS)}")
     configs = expand_grid(raw["grid"] or {}, raw.get("fixed") or {}, raw.get("variants"))
     name = str(raw.get("name") or path.stem)
     if not SWEEP_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"grid file {path}: name {name!r} must start with a letter or digit and hold only "
                           "letters, digits, '_', '.' and '-' (at most 100)")
+    comparisons = _comparisons(raw.get("comparisons"), configs, path, raw.get("comparisons_declared"))
+    where = f"grid file {path}"
     return SweepDefinition(
         name=name,
         experiment=str(raw.get("experiment") or "edsr-sweeps"),
         configs=tuple(configs),
         evaluate=tuple(raw.get("evaluate") or ()),
-        comparisons=_comparisons(raw.get("comparisons"), configs, path),
+        comparisons=tuple((c.a, c.b) for c in comparisons),
+        comparisons_declared=tuple(c.declared for c in comparisons),
+        margin_db=hypotheses.margin(raw.get("margin_db"), where),
+        primary=hypotheses.primary_family(raw.get("primary"), grid_factors(configs), _pair_check(configs, path), where),
+        divergence=hypotheses.divergence_rule(raw.get("divergence"), where),
         comparison_metrics=tuple(str(m) for m in (raw.get("comparison_metrics") or ["val_psnr"])),
         steps_to_gain_db=_gain_thresholds(raw.get("steps_to_gain_db"), path),
     )

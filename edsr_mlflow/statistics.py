@@ -1,14 +1,21 @@
-"""Paired comparisons of configurations run with the same seeds. Pure numpy/scipy/pandas.
+"""Tests of a study's comparisons. Pure numpy/scipy/pandas.
 
 Two configurations trained with the same seed see the same patch stream (it depends only on the
 seed), so their runs pair by seed: the per-seed difference removes what the seed does to both.
-For each pre-declared comparison (a grid file's ``comparisons:``) and metric, :func:`paired_table`
-gives the mean difference, its 95 % t-interval, the paired-t p-value, the p-value Holm-corrected
-across the comparisons of that metric, and a verdict against a practical threshold:
+For each comparison (a grid file's ``comparisons:``) and metric, :func:`paired_table` gives the
+mean difference, its 95 % t-interval and the paired-t p-value: exploratory, without a verdict.
 
-- ``difference``: Holm-corrected p < 0.05 and the mean difference at least the threshold;
-- ``no detectable difference``: the whole 95 % interval within +- the threshold;
-- ``inconclusive``: neither (or fewer than two seeds).
+Verdicts belong to a primary family only (:func:`family_verdicts`: a grid file's ``primary:``,
+Holm across all its tests), each saying what it tested, against a practical margin m:
+
+- ``larger than the margin``: the Holm-adjusted interval excludes +-m on the estimate's side;
+- ``difference``: the Holm-adjusted interval excludes 0 (exactly when Holm rejects);
+- ``equivalent within +-m``: TOST (two one-sided tests) rejects at the family's level (Holm);
+- ``not resolved``: none of these.
+
+The Holm-adjusted interval of a test is the t-interval at the level of the Holm step it is
+judged at: 1 - alpha / (m - k + 1) for its rank k, or the rank of the first step not
+rejected when that comes before it.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ from scipy import stats
 from .findings import configuration_labels, param_numbers, param_values, with_budget
 from .schema import ComparisonSide, comparison_side
 
-PRACTICAL_THRESHOLD_DB = 0.05
 ALPHA = 0.05
-PAIRED_COLUMNS = ["metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "verdict", "seeds"]
+PAIRED_COLUMNS = ["metric", "a", "b", "n", "mean_diff", "sd", "ci_low", "ci_high", "p", "seeds"]
+FAMILY_COLUMNS = ["p", "p_holm", "adjusted_confidence", "adjusted_low", "adjusted_high", "p_tost", "p_tost_holm", "verdict"]
+NOT_RESOLVED, DIFFERENCE, LARGER = "not resolved", "difference", "larger than the margin"
 
 
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
@@ -63,14 +71,63 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
-def verdict(mean: float, ci_low: float, ci_high: float, p_holm: float, threshold: float = PRACTICAL_THRESHOLD_DB) -> str:
-    if math.isnan(ci_low) or math.isnan(p_holm):
-        return "inconclusive"
-    if p_holm < ALPHA and abs(mean) >= threshold:
-        return "difference"
-    if -threshold < ci_low and ci_high < threshold:
-        return "no detectable difference"
-    return "inconclusive"
+def equivalent_verdict(margin: float) -> str:
+    return f"equivalent within ±{margin:g} dB"
+
+
+def holm_levels(p_values, alpha: float = ALPHA) -> np.ndarray:
+    """The level each test is judged at under Holm's step-down: alpha / (m - k + 1) for the
+    test of rank k (1 = smallest p), held at the level of the first step not rejected for every
+    test after it; so a test's interval at that level excludes 0 exactly when Holm rejects it.
+    NaN stays NaN and does not count."""
+    p = np.asarray(p_values, dtype=float)
+    levels = np.full(len(p), np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    stopped = None
+    for rank, index in enumerate(order):
+        level = alpha / (len(order) - rank) if stopped is None else stopped
+        if stopped is None and p[index] >= level:
+            stopped = level
+        levels[index] = level
+    return levels
+
+
+def tost_p(value: float, se: float, df: float, margin: float) -> float:
+    """p-value of TOST for equivalence within +-margin: the larger of the two one-sided tests'."""
+    if not se > 0 or not df > 0:
+        return math.nan
+    return float(max(stats.t.sf((value + margin) / se, df), stats.t.cdf((value - margin) / se, df)))
+
+
+def family_verdicts(estimates: pd.DataFrame, margin: float, alpha: float = ALPHA) -> pd.DataFrame:
+    """``estimates`` (columns ``value``, ``se``, ``df``, a row per test of one family) with the
+    columns :data:`FAMILY_COLUMNS`: two-sided p, Holm-adjusted p, the Holm-adjusted interval
+    (and its confidence), TOST p raw and Holm-adjusted, and the verdict (module docstring)."""
+    value, se, df = (estimates[c].to_numpy(dtype=float) for c in ("value", "se", "df"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where((se > 0) & (df > 0), 2 * stats.t.sf(np.abs(value / se), np.where(df > 0, df, 1)), np.nan)
+    levels = holm_levels(p, alpha)
+    with np.errstate(invalid="ignore"):
+        half = stats.t.ppf(1 - levels / 2, np.where(df > 0, df, np.nan)) * se
+    tost = np.array([tost_p(v, s, d, margin) for v, s, d in zip(value, se, df)])
+    frame = estimates.assign(p=p, p_holm=holm(p), adjusted_confidence=1 - levels, adjusted_low=value - half, adjusted_high=value + half,
+                             p_tost=tost, p_tost_holm=holm(tost))
+    verdicts = [
+        _verdict(r.adjusted_low, r.adjusted_high, r.p_tost_holm, margin, alpha) for r in frame.itertuples()
+    ]
+    return frame.assign(verdict=verdicts)
+
+
+def _verdict(low: float, high: float, p_tost_holm: float, margin: float, alpha: float) -> str:
+    if math.isnan(low):
+        return NOT_RESOLVED
+    if low > margin or high < -margin:
+        return LARGER
+    equivalent = p_tost_holm < alpha
+    if low > 0 or high < 0:
+        return f"{DIFFERENCE}, {equivalent_verdict(margin)}" if equivalent else DIFFERENCE
+    return equivalent_verdict(margin) if equivalent else NOT_RESOLVED
 
 
 def labelled(usable: pd.DataFrame) -> pd.DataFrame:
@@ -120,31 +177,28 @@ def _no_pairs() -> pd.Series:
 
 def paired_table(usable: pd.DataFrame, comparisons: list[tuple[str, str]], metrics: list[str]) -> pd.DataFrame:
     """One row per (metric, comparison), columns :data:`PAIRED_COLUMNS` (differences in the
-    metric's unit, dB for PSNR); Holm's correction runs over the comparisons of each metric."""
+    metric's unit, dB for PSNR; ``sd`` of the per-seed differences); exploratory: no
+    correction, no verdict."""
     runs = labelled(usable)
     rows = []
     for metric in metrics:
-        block = []
         for a, b in comparisons:
             d = paired_differences(runs, a, b, metric)
             mean, half = t_interval(d)
-            block.append({"metric": metric, "a": a, "b": b, "n": len(d), "mean_diff": mean,
-                          "ci_low": mean - half, "ci_high": mean + half, "p": paired_t_p(d),
-                          "seeds": ",".join(str(int(s)) for s in d.index.get_level_values("seed"))})
-        for row, adjusted in zip(block, holm([r["p"] for r in block])):
-            row["p_holm"] = adjusted
-            row["verdict"] = verdict(row["mean_diff"], row["ci_low"], row["ci_high"], adjusted)
-        rows += block
+            rows.append({"metric": metric, "a": a, "b": b, "n": len(d), "mean_diff": mean,
+                         "sd": float(d.std(ddof=1)) if len(d) > 1 else math.nan,
+                         "ci_low": mean - half, "ci_high": mean + half, "p": paired_t_p(d),
+                         "seeds": ",".join(str(int(s)) for s in d.index.get_level_values("seed"))})
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 def paired_markdown(table: pd.DataFrame) -> str:
-    """The paired comparisons as a Markdown table (differences in dB, 95 % intervals)."""
-    lines = ["| metric | a - b | seeds | mean (dB) | 95 % CI | p | p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|"]
+    """The paired comparisons as a Markdown table (differences in dB, 95 % intervals; exploratory)."""
+    lines = ["Exploratory: a - b paired by seed, uncorrected, no verdict.", "",
+             "| metric | a - b | seeds | mean (dB) | 95 % CI | p |", "|---|---|---|---|---|---|"]
     for r in table.itertuples():
         ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
         p = "-" if math.isnan(r.p) else f"{r.p:.3f}"
-        p_holm = "-" if math.isnan(r.p_holm) else f"{r.p_holm:.3f}"
         mean = "-" if math.isnan(r.mean_diff) else f"{r.mean_diff:+.3f}"
-        lines.append(f"| {r.metric} | {r.a} - {r.b} | {r.n} | {mean} | {ci} | {p} | {p_holm} | {r.verdict} |")
+        lines.append(f"| {r.metric} | {r.a} - {r.b} | {r.n} | {mean} | {ci} | {p} |")
     return "\n".join(lines) + "\n"

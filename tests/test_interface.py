@@ -63,7 +63,9 @@ def readme_table(heading: str) -> dict[str, str]:
 
 
 # Entry points with parameters, and the click options that MLproject deliberately leaves out.
-CLI_ONLY = {"train": CLI_ONLY_TRAIN_OPTIONS, "evaluate": set(), "compare": set(), "sweep": set()}
+# compare --plan only prints (it logs nothing), so it is no MLproject parameter: `mlflow run` would
+# create a run for it.
+CLI_ONLY = {"train": CLI_ONLY_TRAIN_OPTIONS, "evaluate": set(), "compare": {"plan"}, "sweep": set()}
 
 
 def same_default(mlproject_default, click_default) -> bool:

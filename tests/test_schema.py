@@ -15,7 +15,8 @@ import edsr_mlflow
 from edsr_mlflow import findings, schema
 
 # The compare side, and what crops plans with: bad input is told before TensorFlow loads for the models.
-COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "schema", "tracking", "config", "stale_runs",
+COMPARE_SIDE = ("comparison", "run_store", "findings", "plots", "grid", "sweep", "statistics", "analysis", "factorial", "planning",
+                "hypotheses", "statistics_report", "schema", "tracking", "config", "stale_runs",
                 "crops", "images", "samples", "sources")
 
 

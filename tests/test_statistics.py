@@ -1,4 +1,4 @@
-"""Paired comparisons: checked against numbers worked out by hand."""
+"""Paired comparisons and the primary family's verdicts: checked against numbers worked out by hand."""
 
 from __future__ import annotations
 
@@ -30,15 +30,48 @@ def test_holm_by_hand():
     np.testing.assert_allclose(statistics.holm([0.9, 0.8]), [1.0, 1.0])  # capped at 1
 
 
-@pytest.mark.parametrize("mean, low, high, p_holm, expected", [
-    (0.20, 0.10, 0.30, 0.01, "difference"),
-    (0.03, 0.01, 0.05, 0.01, "inconclusive"),  # real but below the practical threshold, interval reaches it
-    (0.01, -0.03, 0.04, 0.60, "no detectable difference"),
-    (0.10, -0.20, 0.40, 0.40, "inconclusive"),
-    (0.10, float("nan"), float("nan"), float("nan"), "inconclusive"),
+def test_holm_levels_hold_at_the_first_step_not_rejected():
+    # m = 3: steps at 0.05/3, 0.05/2, 0.05. p 0.001 < 0.0167 rejected; 0.03 >= 0.025 stops there,
+    # so the last test is judged at 0.025 too (its own step, 0.05, would reject 0.04).
+    np.testing.assert_allclose(statistics.holm_levels([0.04, 0.001, 0.03]), [0.025, 0.05 / 3, 0.025])
+    np.testing.assert_allclose(statistics.holm_levels([0.001, 0.01, 0.04]), [0.05 / 3, 0.025, 0.05])
+    levels = statistics.holm_levels([0.2, float("nan")])
+    assert levels[0] == 0.05 and math.isnan(levels[1])
+
+
+def test_tost_p_by_hand():
+    # value 0.01, se 0.01, df 10, margin 0.05: t = (0.01 + 0.05) / 0.01 = 6 and (0.01 - 0.05) / 0.01 = -4.
+    from scipy import stats
+
+    assert statistics.tost_p(0.01, 0.01, 10, 0.05) == pytest.approx(max(stats.t.sf(6, 10), stats.t.cdf(-4, 10)))
+    assert math.isnan(statistics.tost_p(0.0, 0.0, 10, 0.05))
+
+
+@pytest.mark.parametrize("value, se, expected", [
+    (0.20, 0.01, "larger than the margin"),          # adjusted interval clear of +0.05
+    (0.06, 0.01, "difference"),                      # clear of 0, reaches below 0.05 and above it
+    (0.02, 0.004, "difference, equivalent within ±0.05 dB"),  # real, and small enough to be within the margin
+    (0.00, 0.005, "equivalent within ±0.05 dB"),
+    (0.10, 0.20, "not resolved"),
+    (0.10, float("nan"), "not resolved"),
 ])
-def test_verdicts(mean, low, high, p_holm, expected):
-    assert statistics.verdict(mean, low, high, p_holm) == expected
+def test_family_verdicts_say_what_they_tested(value, se, expected):
+    # one test per family: judged at 95 %, TOST at 5 %
+    (row,) = statistics.family_verdicts(pd.DataFrame({"value": [value], "se": [se], "df": [20.0]}), margin=0.05).to_dict("records")
+    assert row["verdict"] == expected
+
+
+def test_family_verdicts_correct_across_the_family():
+    # the same estimate alone is a difference; in a family of 4 its step is alpha / 4 and it is not
+    # t = 0.05 / 0.02 = 2.5 on 20 df: p = 0.021 < 0.05, but > 0.0125
+    alone = statistics.family_verdicts(pd.DataFrame({"value": [0.05], "se": [0.02], "df": [20.0]}), margin=0.05)
+    family = statistics.family_verdicts(pd.DataFrame({"value": [0.05, 0.0, 0.0, 0.0], "se": [0.02, 1, 1, 1], "df": [20.0] * 4}), margin=0.05)
+    assert alone["verdict"][0] == "difference" and family["verdict"][0] == "not resolved"
+    assert family["p_holm"][0] == pytest.approx(4 * alone["p"][0])
+    assert family["adjusted_confidence"][0] == pytest.approx(1 - 0.05 / 4)
+    from scipy import stats
+
+    assert family["adjusted_high"][0] - 0.05 == pytest.approx(stats.t.ppf(1 - 0.05 / 8, 20) * 0.02)
 
 
 def run_rows(upsampler: str, values: dict[int, float], blocks: int = 8) -> list[dict]:
@@ -59,17 +92,15 @@ def test_paired_table_pairs_by_seed_and_corrects_across_comparisons():
     assert first["mean_diff"] == pytest.approx(0.2)  # differences 0.1, 0.2, 0.3
     assert first["p"] == pytest.approx(statistics.paired_t_p([0.1, 0.2, 0.3]))
     assert second["mean_diff"] == pytest.approx(0.0) and second["p"] == 1.0
-    assert first["p_holm"] == pytest.approx(min(1.0, 2 * first["p"]))
-    assert first["verdict"] == "inconclusive"  # p_holm ~0.15 with three seeds
-    assert second["verdict"] == "no detectable difference"
+    assert first["sd"] == pytest.approx(0.1) and "verdict" not in first  # exploratory: no verdict
     text = statistics.paired_markdown(table)
     assert "| val_psnr | edsr_x4_b8_f32_subpixel - edsr_x4_b8_f32_transpose | 3 | +0.200 |" in text
 
 
-def test_a_comparison_without_runs_is_inconclusive():
+def test_a_comparison_without_runs_has_no_estimate():
     usable = pd.DataFrame(run_rows("subpixel", {1: 29.0}))
     (row,) = statistics.paired_table(usable, [("edsr_x4_b8_f32_subpixel", "edsr_x4_b8_f32_bilinear")], ["val_psnr"]).to_dict("records")
-    assert row["n"] == 0 and row["verdict"] == "inconclusive"
+    assert row["n"] == 0 and math.isnan(row["mean_diff"]) and math.isnan(row["p"])
 
 
 def test_runs_of_different_budgets_never_pair_nor_average():
