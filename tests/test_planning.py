@@ -57,3 +57,25 @@ def test_equivalence_power_is_a_lower_bound_on_tost_by_simulation():
 def test_no_spread_or_too_many_seeds_is_said_not_guessed():
     assert planning.seeds_to_detect(planning.design_of(0.0, 2, 3), 0.05, 0.05) is None
     assert planning.seeds_to_detect(unit_design(3), 0.01, 0.05) is None  # d = 0.01 needs ~78,000 seeds
+
+
+def power_by_integration(noncentrality: float, df: float, alpha: float) -> float:
+    """P(|T| > t_crit) for T = (Z + noncentrality) / sqrt(V / df), integrated over V ~ chi2(df)
+    directly: no noncentral-t routine (SciPy's and statsmodels' lose the far tail, and
+    statsmodels returns NaN at high noncentrality)."""
+    from scipy import integrate, stats
+
+    critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def rejecting(v: float) -> float:
+        bound = critical * np.sqrt(v / df)
+        return (stats.norm.sf(bound - noncentrality) + stats.norm.cdf(-bound - noncentrality)) * stats.chi2.pdf(v, df)
+
+    return integrate.quad(rejecting, 0, np.inf, limit=200)[0]
+
+
+@pytest.mark.parametrize("noncentrality, df, alpha", [
+    (2.8, 10, 0.05), (1.0, 2, 0.05), (6.0, 2, 0.05 / 6), (12.0, 4, 0.05 / 11), (40.0, 2, 0.05 / 6), (0.0, 5, 0.05),
+])
+def test_power_matches_direct_integration(noncentrality, df, alpha):
+    assert planning.t_test_power(noncentrality, df, alpha) == pytest.approx(power_by_integration(noncentrality, df, alpha), abs=1e-7)
