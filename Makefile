@@ -52,5 +52,9 @@ server: setup
 server-stop:
 	scripts/tracking_server.sh stop
 
+# The local store and checkpoints, and what a killed command or benchmark can leave in the temp
+# folder (a finished one leaves nothing): only the folders named by this project's prefixes.
+TMP := $(or $(TMPDIR),/tmp)
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts checkpoints .pytest_cache
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts checkpoints .pytest_cache
+	rm -rf $(TMP)/edsr-mlflow-* $(TMP)/edsr-bench-* $(TMP)/edsr-model-*

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SHARED_DATA = Path(os.environ.get("EDSR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -42,11 +43,24 @@ def require_shared_data() -> Path:
     return SHARED_DATA
 
 
-def temporary_tracking_store() -> Path:
-    """Points MLflow at a fresh SQLite store in a temp folder; returns that folder."""
-    folder = Path(tempfile.mkdtemp(prefix="edsr-bench-"))
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-    return folder
+@contextlib.contextmanager
+def temporary_tracking_store() -> Iterator[Path]:
+    """Points MLflow at a fresh SQLite store in a scratch folder, which is also where
+    :mod:`tempfile` puts everything meanwhile (model downloads, autograph files); yields that
+    folder, and removes it with all it holds when the block ends (a killed benchmark may leave
+    one ``edsr-bench-*`` folder behind, a finished one none)."""
+    from edsr_mlflow.scratch import scratch_folder
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    with scratch_folder(prefix="edsr-bench-") as folder:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+        try:
+            yield folder
+        finally:
+            if previous is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 def step_benchmark_data(shared: Path):

@@ -128,27 +128,27 @@ def main() -> None:
     args = parser.parse_args()
     codes = args.code or [Path(__file__).resolve().parents[1]]
 
-    folder = temporary_tracking_store()
-    start = time.perf_counter()
-    fill_store(args.runs, args.epochs)
-    print(f"created {args.runs} synthetic runs ({args.epochs} epochs each) in {folder} in {time.perf_counter() - start:.1f} s")
-    timings = []
-    for attempt in range(1, args.repeats + 1):
-        query_s, aggregate_s, rows = time_table("scaling")
-        timings.append(query_s + aggregate_s)
-        print(f"  attempt {attempt}: query {query_s:.2f} s + aggregation {aggregate_s:.2f} s = {query_s + aggregate_s:.2f} s ({rows} rows)")
-    print(f"findings table for {args.runs} runs: {min(timings):.2f} s (best of {args.repeats}; first, cold: {timings[0]:.2f} s; target < 5 s)")
+    with temporary_tracking_store() as folder:
+        start = time.perf_counter()
+        fill_store(args.runs, args.epochs)
+        print(f"created {args.runs} synthetic runs ({args.epochs} epochs each) in {folder} in {time.perf_counter() - start:.1f} s")
+        timings = []
+        for attempt in range(1, args.repeats + 1):
+            query_s, aggregate_s, rows = time_table("scaling")
+            timings.append(query_s + aggregate_s)
+            print(f"  attempt {attempt}: query {query_s:.2f} s + aggregation {aggregate_s:.2f} s = {query_s + aggregate_s:.2f} s ({rows} rows)")
+        print(f"findings table for {args.runs} runs: {min(timings):.2f} s (best of {args.repeats}; first, cold: {timings[0]:.2f} s; target < 5 s)")
 
-    end_to_end = {code: [] for code in codes}
-    for attempt in range(1, args.repeats + 1):
-        for code in codes:
-            elapsed, tensorflow = time_compare_command(code, "scaling")
-            end_to_end[code].append(elapsed)
-            print(f"  round {attempt}: edsr-mlflow compare from {code}: {elapsed:.1f} s "
-                  f"({'imports' if tensorflow else 'without'} TensorFlow)")
-    for code, seconds in end_to_end.items():
-        print(f"edsr-mlflow compare end to end on {args.runs} runs, {code}: best {min(seconds):.1f} s, "
-              f"median {sorted(seconds)[len(seconds) // 2]:.1f} s of {len(seconds)}")
+        end_to_end = {code: [] for code in codes}
+        for attempt in range(1, args.repeats + 1):
+            for code in codes:
+                elapsed, tensorflow = time_compare_command(code, "scaling")
+                end_to_end[code].append(elapsed)
+                print(f"  round {attempt}: edsr-mlflow compare from {code}: {elapsed:.1f} s "
+                      f"({'imports' if tensorflow else 'without'} TensorFlow)")
+        for code, seconds in end_to_end.items():
+            print(f"edsr-mlflow compare end to end on {args.runs} runs, {code}: best {min(seconds):.1f} s, "
+                  f"median {sorted(seconds)[len(seconds) // 2]:.1f} s of {len(seconds)}")
 
 
 if __name__ == "__main__":

@@ -34,34 +34,34 @@ def main() -> None:
     args = parser.parse_args()
 
     shared = require_shared_data()
-    folder = temporary_tracking_store()
-    from edsr_mlflow.config import TrainConfig
-    from edsr_mlflow.workflows import evaluate_model, train_run
+    with temporary_tracking_store() as folder:
+        from edsr_mlflow.config import TrainConfig
+        from edsr_mlflow.workflows import evaluate_model, train_run
 
-    print(cpu_flags_line(), flush=True)
-    overrides = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
-    config = TrainConfig(
-        dataset=str(shared / "SunHays80"), val_dataset="", scale=2, blocks=8, filters=32,
-        # More steps than the budget allows: the budget ends training, the learning rate halves
-        # at fixed fractions of the budget, and the hold-out is scored at the end of each epoch
-        # (one epoch unless --validate-every; validation is outside the budget).
-        batch_size=args.batch_size, patch_size=args.patch_size,
-        epochs=1_000_000 // (args.validate_every or 1_000_000), steps_per_epoch=args.validate_every or 1_000_000,
-        precision=args.precision, time_budget_s=args.budget, seed=args.seed, **overrides,
-    )
-    outcome = train_run(config, checkpoint_root=folder / "checkpoints", verbose=2)
-    history = outcome.result.state.history
-    steps = sum(h["steps"] for h in history)
-    if args.validate_every:
-        done = 0
-        for h in history:
-            done += h["steps"]
-            print(f"after {done:6.0f} steps: training loss {h['train_loss']:9.3f}, hold-out {h['val_psnr']:.3f} dB, learning rate {h['learning_rate']:.2e}")
-    _, evaluations = evaluate_model(f"runs:/{outcome.run_id}/model", list(TEST_SETS), benchmark_root=str(shared))
-    tests = ", ".join(f"{e.dataset} {e.scores.psnr:.3f} dB ({e.scores.gain:+.3f})" for e in evaluations)
-    print(f"time to quality ({args.budget:.0f} s, lr {config.learning_rate}, batch {config.batch_size} x {config.patch_size}^2, {outcome.precision.policy}{' + XLA' if outcome.precision.xla else ''}): "
-          f"hold-out {outcome.result.final_val_psnr:.3f} dB ({outcome.final_metrics['val_psnr_gain']:+.3f} over bicubic) "
-          f"after {steps:.0f} steps ({1000 * outcome.result.state.train_time_s / steps:.0f} ms/step); tests: {tests}")
+        print(cpu_flags_line(), flush=True)
+        overrides = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+        config = TrainConfig(
+            dataset=str(shared / "SunHays80"), val_dataset="", scale=2, blocks=8, filters=32,
+            # More steps than the budget allows: the budget ends training, the learning rate halves
+            # at fixed fractions of the budget, and the hold-out is scored at the end of each epoch
+            # (one epoch unless --validate-every; validation is outside the budget).
+            batch_size=args.batch_size, patch_size=args.patch_size,
+            epochs=1_000_000 // (args.validate_every or 1_000_000), steps_per_epoch=args.validate_every or 1_000_000,
+            precision=args.precision, time_budget_s=args.budget, seed=args.seed, **overrides,
+        )
+        outcome = train_run(config, checkpoint_root=folder / "checkpoints", verbose=2)
+        history = outcome.result.state.history
+        steps = sum(h["steps"] for h in history)
+        if args.validate_every:
+            done = 0
+            for h in history:
+                done += h["steps"]
+                print(f"after {done:6.0f} steps: training loss {h['train_loss']:9.3f}, hold-out {h['val_psnr']:.3f} dB, learning rate {h['learning_rate']:.2e}")
+        _, evaluations = evaluate_model(f"runs:/{outcome.run_id}/model", list(TEST_SETS), benchmark_root=str(shared))
+        tests = ", ".join(f"{e.dataset} {e.scores.psnr:.3f} dB ({e.scores.gain:+.3f})" for e in evaluations)
+        print(f"time to quality ({args.budget:.0f} s, lr {config.learning_rate}, batch {config.batch_size} x {config.patch_size}^2, {outcome.precision.policy}{' + XLA' if outcome.precision.xla else ''}): "
+              f"hold-out {outcome.result.final_val_psnr:.3f} dB ({outcome.final_metrics['val_psnr_gain']:+.3f} over bicubic) "
+              f"after {steps:.0f} steps ({1000 * outcome.result.state.train_time_s / steps:.0f} ms/step); tests: {tests}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import click
 from .config import PRECISIONS, STRATEGIES, SUPPORTED_SCALES, UPSAMPLER_NAMES, TrainConfig
 from .errors import NothingToCompare, TrackingError, UserError
 from .metrics import PROTOCOLS, Y_PROTOCOL
+from .scratch import scratch_folder
 
 
 def _import_tensorflow_quietly() -> None:
@@ -128,24 +129,29 @@ def friendly_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except UserError as error:
-            click.echo(f"{error.label}: {error}", err=True)
-            sys.exit(error.exit_code)
-        except KeyboardInterrupt:  # outside a training run (training says which run and what next)
-            click.echo("interrupted: any run in progress is marked KILLED", err=True)
-            sys.exit(130)
-        except Exception as error:  # noqa: BLE001  only MLflow's refusals become one line; bugs keep their traceback
-            if getattr(error, "error_code", None) != "PERMISSION_DENIED":
-                raise
-            user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
-            first_line = (str(error).strip().splitlines() or ["HTTP 403"])[0][:200]
-            click.echo(f"error: the tracking server refused {user} ({first_line}); ask its admin for EDIT permission on "
-                       "that experiment, or train into an experiment of your own (--experiment NAME)", err=True)
-            sys.exit(3)
+        with scratch_folder():  # what MLflow, TFDS and autograph leave in the temp folder goes with it
+            return _run_friendly(command, *args, **kwargs)
 
     return wrapper
+
+
+def _run_friendly(command, *args, **kwargs):
+    try:
+        return command(*args, **kwargs)
+    except UserError as error:
+        click.echo(f"{error.label}: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:  # outside a training run (training says which run and what next)
+        click.echo("interrupted: any run in progress is marked KILLED", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001  only MLflow's refusals become one line; bugs keep their traceback
+        if getattr(error, "error_code", None) != "PERMISSION_DENIED":
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+        first_line = (str(error).strip().splitlines() or ["HTTP 403"])[0][:200]
+        click.echo(f"error: the tracking server refused {user} ({first_line}); ask its admin for EDIT permission on "
+                   "that experiment, or train into an experiment of your own (--experiment NAME)", err=True)
+        sys.exit(3)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -7,6 +7,7 @@ never imports TensorFlow.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,13 +88,19 @@ def load_keras_model(model_uri: str) -> keras.Model:
     hand to ``tf.saved_model.load`` (a TensorFlow graph runs whatever ops it holds, file writes
     included, and has no safe mode), and a ``.keras`` file with a ``Lambda`` layer.
     """
-    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
-
     from . import edsr_layers  # noqa: F401  registers the custom layers with Keras
+
+    # The downloaded copy goes once the model is in memory: Keras reads the whole .keras file.
+    with tempfile.TemporaryDirectory(prefix="edsr-model-") as download:
+        return _load_downloaded(model_uri, download)
+
+
+def _load_downloaded(model_uri: str, download: str) -> keras.Model:
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
     try:
         with run_store.no_progress_bar():
-            local = Path(_download_artifact_from_uri(artifact_uri=model_uri))
+            local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=download))
     except (mlflow.exceptions.MlflowException, OSError) as error:
         raise run_store.tracking_error(error, f"cannot load model {model_uri} from {tracking_uri()}", "check the URI with the MLflow UI") from None
     keras_file = logged_keras_file(local)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import SERVED_ARTIFACTS, copy_migrated_store
+from helpers import ROOT, SERVED_ARTIFACTS, copy_migrated_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,6 +18,24 @@ def pytest_collection_modifyitems(items):
     """The end-to-end tests (marked slow) first, in their file order: run by several workers
     (`make test`), the suite then ends soon after its longest test instead of starting it last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_folder(tmp_path_factory):
+    """The temp folder of this worker and the processes it starts (TMPDIR), under pytest's base
+    folder: what a library leaves there goes with the session (tmp_path_retention_policy).
+    Tests that check a command leaves nothing set TMPDIR to an empty folder of their own."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("tmpdir")
+    previous = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    yield folder
+    if previous[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous[0]
+    tempfile.tempdir = previous[1]
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +65,23 @@ def tracking_store(tmp_path, monkeypatch, migrated_store):
     while mlflow.active_run():
         mlflow.end_run()
     return uri
+
+
+@pytest.fixture
+def project_checkpoints_removed(tracking_store):
+    """`mlflow run <project>` runs its command in the project folder, so the runs it trains keep
+    their checkpoints in ROOT/checkpoints/<run id>: those of this test's runs are removed when it
+    ends (a parallel test's stay), and the folder too if the test made it."""
+    import mlflow
+
+    folder = ROOT / "checkpoints"
+    existed = folder.exists()
+    yield folder
+    for run in mlflow.search_runs(search_all_experiments=True, output_format="list"):
+        shutil.rmtree(folder / run.info.run_id, ignore_errors=True)
+    if not existed:
+        with contextlib.suppress(OSError):  # not empty: another test's runs are there
+            folder.rmdir()
 
 
 @pytest.fixture

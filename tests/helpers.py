@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -71,9 +72,12 @@ def assert_complete_training_run(run, config: TrainConfig):
 
     uri = f"runs:/{run.info.run_id}/model"
     lr_batch = np.random.default_rng(0).uniform(0, 255, (1, 13, 17, 3)).astype(np.float32)
-    keras_model = mlflow.keras.load_model(uri)
-    assert keras_model.predict(lr_batch, verbose=0).shape == (1, 13 * config.scale, 17 * config.scale, 3)
-    assert mlflow.pyfunc.load_model(uri).predict(lr_batch).shape == (1, 13 * config.scale, 17 * config.scale, 3)
+    # MLflow leaves the copy it loads from where it downloaded it: in a folder that goes.
+    with tempfile.TemporaryDirectory() as keras_copy, tempfile.TemporaryDirectory() as pyfunc_copy:
+        keras_model = mlflow.keras.load_model(uri, dst_path=keras_copy)
+        assert keras_model.predict(lr_batch, verbose=0).shape == (1, 13 * config.scale, 17 * config.scale, 3)
+        pyfunc_model = mlflow.pyfunc.load_model(uri, dst_path=pyfunc_copy)
+        assert pyfunc_model.predict(lr_batch).shape == (1, 13 * config.scale, 17 * config.scale, 3)
 
 
 def write_images(folder: Path, count: int = 3, size: int = 48) -> Path:

@@ -147,13 +147,16 @@ def runs_of_kind(kind: str, experiment: str = "launch-grid"):
 
 
 @pytest.mark.slow
-def test_a_sweep_resumes_and_compares_whole_whichever_the_launcher(tracking_store, tmp_path):
+def test_a_sweep_resumes_and_compares_whole_whichever_the_launcher(tracking_store, project_checkpoints_removed, tmp_path):
     grid = tmp_path / "two.yaml"
     grid.write_text(yaml.safe_dump({
         "name": "two", "experiment": "launch-grid", "grid": {"upsampler": ["subpixel", "nearest"]},
         "fixed": {"dataset": "sample", "blocks": 1, "filters": 8, "patch_size": 16, "batch_size": 4,
                   "epochs": 1, "steps_per_epoch": 2, "precision": "float32"},
     }))
+    # Made here only to keep its artifacts in tmp_path: created by the sweep, in the project
+    # folder where `mlflow run` starts it, it would keep them in the project's mlruns/.
+    mlflow.create_experiment("launch-grid", artifact_location=str(tmp_path / "mlruns" / "launch-grid"))
     first = launch_with_mlflow_run(grid, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "2 trained, 0 already finished, 0 failed" in first.stdout
