@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -108,7 +109,24 @@ class WholeNumber(click.ParamType):
 
 
 INT = WholeNumber()
-COUNT = WholeNumber(minimum=0)  # 0 meaning "none" (tiles)
+COUNT = WholeNumber(minimum=0)  # 0 meaning "none"
+# A tile carries 16 LR pixels of context on each side (inference.model_upscaler): below 32 a
+# tile computes more than 4x its own area, and --tile 1 took 87 minutes for a 2000x1500 image.
+MIN_TILE = 32
+
+
+class TileSide(WholeNumber):
+    """0 (the whole image at once) or a tile side of at least :data:`MIN_TILE` LR pixels."""
+
+    def convert(self, value, param, ctx):
+        side = super().convert(value, param, ctx)
+        if 0 < side < MIN_TILE:
+            self.fail(f"{side} is too small a tile: use 0 (whole image) or at least {MIN_TILE}", param, ctx)
+        return side
+
+
+TILE = TileSide(minimum=0)
+TILE_HELP = f"LR tile side for bounded-memory inference (0 = whole image; else at least {MIN_TILE})."
 
 
 def _bound_http_retries() -> None:
@@ -293,7 +311,7 @@ def _browse_hint(run_id: str) -> str:
 @click.option("--scale", type=INT, default=0, help="Upscaling factor; needed for bicubic, otherwise read from the model's run (0).")
 @click.option("--benchmark-root", default="", help="Folder holding Set5/, Set14/... (empty: $EDSR_BENCHMARK_ROOT).")
 @click.option("--self-ensemble", type=click.BOOL, default=False, help="Average the 8 flips/rotations (EDSR+).")
-@click.option("--tile", type=COUNT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
+@click.option("--tile", type=TILE, default=0, help=TILE_HELP)
 @click.option("--protocol", type=click.Choice(sorted(PROTOCOLS)), default=Y_PROTOCOL.name, show_default=True,
               help="y: Y channel, shave = scale (benchmarks' protocol); rgb_paper: RGB, shave = scale + 6 "
                    "(the EDSR paper's DIV2K validation), logged as eval_<dataset>_rgb_paper_*.")
@@ -337,20 +355,36 @@ def _echo_evaluations(evaluations, protocol: str, self_ensemble: bool, run_id: s
 @click.argument("model_uri")
 @click.argument("input_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("output_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--tile", type=COUNT, default=0, help="LR tile side for bounded-memory inference (0 = whole image).")
+@click.option("--tile", type=TILE, default=0, help=TILE_HELP)
 @click.option("--self-ensemble", is_flag=True, help="Average the 8 flips/rotations (slower, a little sharper).")
+@click.option("--overwrite-input", is_flag=True, help="Allow OUTPUT_PATH to be INPUT_PATH (or a link to it): the input is replaced.")
 @friendly_errors
-def upscale(model_uri, input_path, output_path, tile, self_ensemble):
+def upscale(model_uri, input_path, output_path, tile, self_ensemble, overwrite_input):
     """Super-resolve one image file: edsr-mlflow upscale MODEL_URI in.png out.png"""
     from .images import check_output_path
 
-    check_output_path(output_path)  # before the seconds of loading and inference
+    check_output_path(output_path, input_path, overwrite_input)  # before the seconds of loading and inference
     _check_model_exists(model_uri)
     _import_tensorflow_quietly()
     from .workflows import upscale_file
 
-    width, height = upscale_file(model_uri, input_path, output_path, tile=tile, self_ensemble=self_ensemble)
+    width, height = upscale_file(model_uri, input_path, output_path, tile=tile, self_ensemble=self_ensemble,
+                                 progress=_tile_progress())
     click.echo(f"wrote {output_path} ({width}x{height})")
+
+
+def _tile_progress(every_s: float = 5.0):
+    """A progress callback for tiled inference: a line on stderr at most every ``every_s``
+    seconds, and the last one if any was shown (a short run shows none)."""
+    state = {"last": time.monotonic(), "shown": False}
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - state["last"] >= every_s or (done == total and state["shown"]):
+            click.echo(f"tile {done:,} of {total:,} ({100 * done / total:.0f} %)", err=True)
+            state.update(last=now, shown=True)
+
+    return progress
 
 
 @main.command()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
 from .schema import BENCHMARK_FOLDERS, DIV2K, eval_set_name
@@ -64,13 +65,16 @@ def _opened(path: Path):
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Decodes an image file to RGB uint8. Grayscale, palette and RGBA images become RGB.
+    """Decodes an image file to RGB uint8, upright as viewers show it (its EXIF orientation
+    applied). Grayscale, palette and RGBA images become RGB.
 
     Raises:
-        DataError: the file is missing, not an image, or truncated.
+        DataError: the file is missing, not an image, truncated, or holds several frames.
     """
     with _opened(Path(path)) as image:
+        _check_single_frame(image, Path(path))
         image.load()
+        image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             # Drop transparency by compositing on white, rather than exposing hidden colours.
             rgba = image.convert("RGBA")
@@ -82,14 +86,33 @@ def load_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+# EXIF orientations that turn the stored image by 90 or 270 degrees (transposed, rotated,
+# transversed): its shown width is the stored height.
+QUARTER_TURN_ORIENTATIONS = (5, 6, 7, 8)
+EXIF_ORIENTATION = 0x0112
+
+
 def read_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels (milliseconds).
+    """(width, height) as :func:`load_rgb` returns the image (EXIF orientation applied), from
+    the file's header, without decoding the pixels (milliseconds).
 
     Raises:
         DataError: as :func:`load_rgb`, for a missing file or one that is not an image.
     """
     with _opened(Path(path)) as image:
-        return image.size
+        width, height = image.size
+        if image.getexif().get(EXIF_ORIENTATION) in QUARTER_TURN_ORIENTATIONS:
+            return height, width
+        return width, height
+
+
+def _check_single_frame(image: Image.Image, path: Path) -> None:
+    """Refuses an animation or a multi-page file: upscaling its first frame alone would drop the
+    rest without a word. A phone's MPO JPEG (the photo, then previews) is one picture."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":
+        raise DataError(f"{path}: holds {frames} frames ({image.format}); save the frame you want as a PNG "
+                        "and pass that (e.g. with Pillow: Image.open(path).seek(i))")
 
 
 def crop_to_multiple(image: np.ndarray, scale: int) -> np.ndarray:
@@ -129,18 +152,53 @@ def make_pair(name: str, hr_image: np.ndarray, scale: int) -> ImagePair:
     return ImagePair(name, downscale(hr_image, scale), hr_image)
 
 
-def check_output_path(path: str | Path) -> None:
-    """Raises DataError unless an image can be written to ``path``: its folder exists and its
-    suffix names a format (checked before the work that produces the image)."""
+def check_output_path(path: str | Path, input_path: str | Path | None = None, overwrite_input: bool = False) -> None:
+    """Raises DataError unless an image can be written to ``path`` (checked before the work
+    that produces the image): its suffix names a format, its folder exists and takes new files,
+    its name is not too long for the file system, and it is not ``input_path`` (the same file by
+    another name, a symbolic or a hard link, included) unless ``overwrite_input``."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"{path}: name the output with an image suffix ({', '.join(IMAGE_SUFFIXES)}), e.g. {path.with_suffix('.png')}")
-    if not path.parent.is_dir():
-        raise DataError(f"{path}: folder {path.parent} does not exist; create it first")
+    folder = path.parent
+    if not folder.exists():
+        raise DataError(f"{path}: folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise DataError(f"{path}: {folder} is a file, not a folder; choose another output path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: cannot write into {folder} (permission denied); choose a folder you may write to")
+    if len(os.fsencode(path.name)) > os.pathconf(folder, "PC_NAME_MAX"):
+        raise DataError(f"{path}: the file name is {len(os.fsencode(path.name))} bytes, more than this file system allows "
+                        f"({os.pathconf(folder, 'PC_NAME_MAX')}); choose a shorter name")
+    if input_path is not None and not overwrite_input and _same_file(path, Path(input_path)):
+        raise DataError(f"{path}: that is the input image {input_path}, which would be replaced by its upscale; "
+                        "name another output, or pass --overwrite-input")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (by device and inode: links and other spellings too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
 
 
 def save_rgb(image: np.ndarray, path: str | Path) -> None:
-    Image.fromarray(image).save(path)
+    """Writes ``image`` to ``path`` whole or not at all: into a hidden file beside it, renamed
+    over ``path`` once complete (a full disk or a kill leaves no half-written image).
+
+    Raises:
+        DataError: the image cannot be written (one line with the path and the reason).
+    """
+    path = Path(path)
+    partial = path.with_name(f".edsr-mlflow-{os.getpid()}-{secrets.token_hex(4)}.partial")  # short: any name fits
+    try:
+        Image.fromarray(image).save(partial, format=Image.registered_extensions()[path.suffix.lower()])
+        os.replace(partial, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise DataError(f"{path}: cannot write the image ({error.strerror or error}); free space or choose another path") from None
 
 
 def list_image_files(directory: str | Path) -> list[Path]:

@@ -29,26 +29,29 @@ def make_forward(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda lr_batch: forward(tf.convert_to_tensor(lr_batch, tf.float32)).numpy()
 
 
-def model_upscaler(model: keras.Model, *, tile: int = 0, tile_overlap: int = 16, self_ensemble: bool = False) -> Upscaler:
+def model_upscaler(
+    model: keras.Model, *, tile: int = 0, tile_overlap: int = 16, self_ensemble: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Upscaler:
     """An upscaler from a Keras model.
 
     Args:
-        tile: LR tile side in pixels; 0 runs the whole image at once.
+        tile: LR tile side in pixels; 0 runs the whole image at once. Tiled, memory is bounded
+            by the tile and a uint8 output image (each tile is made uint8 as it comes).
         tile_overlap: LR pixels of context added on each side of a tile and discarded after,
             so tile borders see the same neighbourhood as in whole-image inference.
-        self_ensemble: average the 8 flips/rotations (EDSR+ "geometric self-ensemble").
+        self_ensemble: average the 8 flips/rotations (EDSR+ "geometric self-ensemble"), of
+            each tile when tiled.
+        progress: called with (tiles done, tiles in all) after each tile.
     """
     forward = make_forward(model)
-
-    def upscale_float(lr_image: np.ndarray) -> np.ndarray:
-        if tile:
-            return _tiled(forward, lr_image, tile, tile_overlap)
-        return forward(lr_image[None].astype(np.float32))[0]
+    if self_ensemble:
+        forward = _self_ensembled(forward)
 
     def upscale(lr_image: np.ndarray) -> np.ndarray:
-        if self_ensemble:
-            return to_uint8(_self_ensemble(upscale_float, lr_image))
-        return to_uint8(upscale_float(lr_image))
+        if tile:
+            return _tiled(forward, lr_image, tile, tile_overlap, progress)
+        return to_uint8(forward(lr_image[None].astype(np.float32))[0])
 
     return upscale
 
@@ -63,32 +66,45 @@ def _undo_dihedral(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.rot90(image, -k, axes=(0, 1))
 
 
-def _self_ensemble(upscale_float: Callable, lr_image: np.ndarray) -> np.ndarray:
-    outputs = [
-        _undo_dihedral(upscale_float(np.ascontiguousarray(_dihedral(lr_image, k, flip))), k, flip)
-        for k in range(4)
-        for flip in (False, True)
-    ]
-    return np.mean(outputs, axis=0)
+def _self_ensembled(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``forward`` averaged over the 8 flips/rotations of its one image: (1, h, w, 3) -> SR."""
+
+    def ensembled(lr_batch: np.ndarray) -> np.ndarray:
+        lr_image = lr_batch[0]
+        outputs = [
+            _undo_dihedral(forward(np.ascontiguousarray(_dihedral(lr_image, k, flip))[None])[0], k, flip)
+            for k in range(4)
+            for flip in (False, True)
+        ]
+        return np.mean(outputs, axis=0)[None]
+
+    return ensembled
 
 
-def _tiled(forward: Callable, lr_image: np.ndarray, tile: int, overlap: int) -> np.ndarray:
-    """Upscales tile by tile with ``overlap`` LR pixels of context; memory is bounded by the tile."""
+def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of each ``tile`` x ``tile`` LR tile, row by row."""
+    return [(top, left, min(top + tile, height), min(left + tile, width))
+            for top in range(0, height, tile) for left in range(0, width, tile)]
+
+
+def _tiled(forward: Callable, lr_image: np.ndarray, tile: int, overlap: int,
+           progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Upscales tile by tile with ``overlap`` LR pixels of context, each tile made uint8 as it
+    comes: memory is bounded by the tile and the uint8 output."""
     height, width = lr_image.shape[:2]
-    lr_float = lr_image.astype(np.float32)
-    scale = None
+    boxes = tile_boxes(height, width, tile)
     output = None
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            ctx_top, ctx_left = max(top - overlap, 0), max(left - overlap, 0)
-            ctx_bottom, ctx_right = min(bottom + overlap, height), min(right + overlap, width)
-            sr_tile = forward(lr_float[None, ctx_top:ctx_bottom, ctx_left:ctx_right])[0]
-            if output is None:
-                scale = sr_tile.shape[0] // (ctx_bottom - ctx_top)
-                output = np.empty((height * scale, width * scale, 3), np.float32)
-            output[top * scale : bottom * scale, left * scale : right * scale] = sr_tile[
-                (top - ctx_top) * scale : (bottom - ctx_top) * scale,
-                (left - ctx_left) * scale : (right - ctx_left) * scale,
-            ]
+    for done, (top, left, bottom, right) in enumerate(boxes, 1):
+        ctx_top, ctx_left = max(top - overlap, 0), max(left - overlap, 0)
+        ctx_bottom, ctx_right = min(bottom + overlap, height), min(right + overlap, width)
+        sr_tile = forward(lr_image[None, ctx_top:ctx_bottom, ctx_left:ctx_right].astype(np.float32))[0]
+        scale = sr_tile.shape[0] // (ctx_bottom - ctx_top)
+        if output is None:
+            output = np.empty((height * scale, width * scale, 3), np.uint8)
+        output[top * scale : bottom * scale, left * scale : right * scale] = to_uint8(sr_tile[
+            (top - ctx_top) * scale : (bottom - ctx_top) * scale,
+            (left - ctx_left) * scale : (right - ctx_left) * scale,
+        ])
+        if progress is not None:
+            progress(done, len(boxes))
     return output

@@ -10,7 +10,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -241,11 +241,13 @@ def evaluate_model(
     return run_id, evaluations
 
 
-def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: int = 0, self_ensemble: bool = False) -> tuple[int, int]:
-    """Super-resolves one image file with a logged model; returns the output (width, height)."""
+def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: int = 0, self_ensemble: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Super-resolves one image file with a logged model; returns the output (width, height).
+    ``progress``: called with (tiles done, tiles in all) after each tile."""
     lr_image = images.load_rgb(input_path)
     tracking.check_tracking_server()
-    upscale = model_upscaler(model_logging.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble)
+    upscale = model_upscaler(model_logging.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble, progress=progress)
     sr_image = upscale(lr_image)
     images.save_rgb(sr_image, output_path)
     return sr_image.shape[1], sr_image.shape[0]

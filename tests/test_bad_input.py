@@ -72,12 +72,43 @@ def test_a_validation_folder_of_unscorable_images_fails_before_the_run(tracking_
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
-@pytest.mark.parametrize("output, fragment", [("missing/out.png", "does not exist"), ("out", "image suffix")])
+@pytest.mark.parametrize("output, fragment", [
+    ("missing/out.png", "does not exist"),
+    ("out", "image suffix"),
+    ("in.png/out.png", "is a file, not a folder"),
+    ("x" * 300 + ".png", "more than this file system allows"),
+    ("in.png", "that is the input image"),
+    ("./sub/../in.png", "that is the input image"),
+    ("link.png", "that is the input image"),  # a symbolic link to the input
+    ("hard.png", "that is the input image"),  # a hard link to it
+])
 def test_upscale_checks_its_output_path_before_any_work(tmp_path, monkeypatch, output, fragment):
     monkeypatch.chdir(tmp_path)
     write_image(tmp_path / "in.png", (10, 10))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "in.png")
+    (tmp_path / "hard.png").hardlink_to(tmp_path / "in.png")
+    before = (tmp_path / "in.png").read_bytes()
     result = invoke("upscale", "runs:/0123456789abcdef0123456789abcdef/model", "in.png", output)
     one_error_line(result, fragment)
+    assert (tmp_path / "in.png").read_bytes() == before
+
+
+def test_upscale_checks_it_may_write_into_the_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "in.png", (10, 10))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path).resolve() != locked)  # root may write anywhere
+    one_error_line(invoke("upscale", "runs:/0123456789abcdef0123456789abcdef/model", "in.png", "locked/out.png"),
+                   "cannot write into", "permission denied")
+
+
+def test_overwriting_the_input_is_allowed_when_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "in.png", (10, 10))
+    result = invoke("upscale", "runs:/0123456789abcdef0123456789abcdef/model", "in.png", "in.png", "--overwrite-input")
+    assert "that is the input image" not in result.output  # past the path check: to the model lookup
 
 
 @pytest.mark.parametrize("command", [["upscale", "runs:/x/model", "in.png", "out.png"], ["evaluate", "--model=bicubic", "--scale=2"]])
@@ -85,6 +116,13 @@ def test_negative_tiles_are_refused(command):
     result = invoke(*command, "--tile=-5")
     assert result.exit_code == 2
     assert "-5" in result.output and "below 0" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["upscale", "runs:/x/model", "in.png", "out.png"], ["evaluate", "--model=bicubic", "--scale=2"]])
+def test_a_tile_too_small_to_pay_for_its_context_is_refused(command):
+    result = invoke(*command, "--tile=1")
+    assert result.exit_code == 2
+    assert "1 is too small a tile: use 0 (whole image) or at least 32" in result.output and "Traceback" not in result.output
 
 
 def test_a_half_created_sqlite_store_says_what_to_do(tmp_path, monkeypatch, migrated_store):
@@ -124,7 +162,9 @@ def test_a_refusal_of_the_tracking_server_is_one_line(tracking_store, monkeypatc
 def test_evaluate_writes_first_so_a_refusal_comes_before_the_scoring(tracking_store, monkeypatch, tmp_path):
     from mlflow.exceptions import MlflowException, get_error_code
 
-    from edsr_mlflow import evaluation, model, model_logging
+    # workflows imported before score_set is patched: imported while it is, workflows would bind
+    # the patch for good (`from .evaluation import score_set`) and break later tests of the worker
+    from edsr_mlflow import evaluation, model, model_logging, workflows
 
     keras_model = model.build_edsr(scale=2, blocks=1, filters=4)
     with mlflow.start_run() as run:
@@ -133,7 +173,7 @@ def test_evaluate_writes_first_so_a_refusal_comes_before_the_scoring(tracking_st
     write_image(tmp_path / "imgs" / "a.png", (40, 40))
     scored = []
     monkeypatch.setattr(evaluation, "score_set", lambda *a, **k: scored.append(1))
-    monkeypatch.setattr("edsr_mlflow.workflows.score_set", lambda *a, **k: scored.append(1))
+    monkeypatch.setattr(workflows, "score_set", lambda *a, **k: scored.append(1))
 
     def refused(self, *args, **kwargs):
         raise MlflowException("403 Permission denied", error_code=get_error_code(403))

@@ -44,7 +44,7 @@ def test_bicubic_baseline_matches_the_published_numbers(tracking_store):
 def test_evaluate_logs_to_the_training_run(trained_run, tmp_path):
     folder = write_images(tmp_path / "my_photos")
     uri = f"runs:/{trained_run.info.run_id}/model"
-    result = run_cli("evaluate", f"--model={uri}", f"--dataset={folder}", "--tile=8")
+    result = run_cli("evaluate", f"--model={uri}", f"--dataset={folder}", "--tile=32")
     assert result.exit_code == 0, result.output
     run = mlflow.get_run(trained_run.info.run_id)
     assert run.info.status == "FINISHED"  # evaluating does not reopen the training run

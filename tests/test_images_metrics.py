@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,48 @@ def test_load_rgb_converts_rgba_compositing_on_white(tmp_path, rgb_image):
     assert loaded.shape == (30, 40, 3) and loaded.dtype == np.uint8
     np.testing.assert_array_equal(loaded[:, 10:], rgb_image[:, 10:])
     np.testing.assert_array_equal(loaded[:, :10], 255)
+
+
+def test_load_rgb_applies_the_exif_orientation(tmp_path):
+    # A phone photo stored landscape, 64x48, tagged "rotate 90 clockwise to view" (6): viewers
+    # show it portrait 48x64, its stored top-left pixel at the top right.
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:8, :8] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[images.EXIF_ORIENTATION] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    loaded = images.load_rgb(tmp_path / "phone.jpg")
+    assert loaded.shape == (64, 48, 3)
+    assert images.read_size(tmp_path / "phone.jpg") == (48, 64)  # (width, height) as loaded, from the header
+    assert loaded[:4, -4:, 0].min() > 200 and loaded[:4, :4, 0].max() < 60  # red at the top right
+
+
+@pytest.mark.parametrize("suffix, options", [(".gif", {}), (".tiff", {})])
+def test_an_image_of_several_frames_is_refused_not_cut_to_its_first(tmp_path, rgb_image, suffix, options):
+    frames = [Image.fromarray(rgb_image), Image.fromarray(255 - rgb_image)]
+    path = tmp_path / f"two{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], **options)
+    with pytest.raises(DataError, match=r"holds 2 frames"):
+        images.load_rgb(path)
+
+
+def test_save_rgb_leaves_no_partial_file_when_the_disk_is_full(tmp_path, rgb_image, monkeypatch):
+    import errno
+
+    def fill_the_disk(image, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"half an image")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", fill_the_disk)
+    with pytest.raises(DataError, match=r"out\.png: cannot write the image \(No space left on device\)"):
+        images.save_rgb(rgb_image, tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_rgb_replaces_the_output_whole(tmp_path, rgb_image):
+    (tmp_path / "out.jpg").write_bytes(b"an older file")
+    images.save_rgb(rgb_image, tmp_path / "out.jpg")
+    assert Image.open(tmp_path / "out.jpg").format == "JPEG" and [p.name for p in tmp_path.iterdir()] == ["out.jpg"]
 
 
 def test_missing_file_raises_data_error_naming_it(tmp_path):

@@ -146,3 +146,27 @@ def test_whole_image_inference_works_at_any_size_for_every_upsampler(upsampler):
     for height, width in ((9, 13), (16, 7)):
         lr_image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
         assert upscale(lr_image).shape == (4 * height, 4 * width, 3)
+
+
+def test_tiled_inference_holds_no_float_image_of_the_output(lr_image):
+    """Tiled, each tile becomes uint8 as it comes: the largest numpy buffer is the uint8 output
+    (a float32 one is 4x that: what made a 9000x9000 PNG take 13 GB)."""
+    import tracemalloc
+
+    nearest = keras.Sequential([keras.Input((None, None, 3)), keras.layers.UpSampling2D(2)])
+    big = np.tile(lr_image, (16, 16, 1))  # 464 x 592 LR: 285 tiles
+    upscale = inference.model_upscaler(nearest, tile=32, tile_overlap=16)
+    upscale(big[:40, :40])  # trace the function outside the measurement
+    tracemalloc.start()
+    sr_image = upscale(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(sr_image, np.repeat(np.repeat(big, 2, axis=0), 2, axis=1))
+    assert sr_image.nbytes <= peak < 2 * sr_image.nbytes
+
+
+def test_tiled_inference_reports_its_progress(tiny_x2, lr_image):
+    calls = []
+    inference.model_upscaler(tiny_x2, tile=16, progress=lambda done, total: calls.append((done, total)))(lr_image)
+    total = len(inference.tile_boxes(*lr_image.shape[:2], 16))
+    assert calls == [(done, total) for done in range(1, total + 1)] and total > 1
