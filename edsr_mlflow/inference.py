@@ -1,6 +1,7 @@
 """Turning LR images into SR images: whole, tiled, self-ensembled, or by bicubic baseline.
 
-Every path ends in :func:`edsr_pyfunc.to_uint8` (as the logged model's pyfunc does), so what is scored is what would be saved.
+Every path ends in :func:`edsr_pyfunc.to_uint8` and tiles by :func:`edsr_pyfunc.upscale_tiled`, as the logged
+model's pyfunc does, so what is scored is what would be saved and what a served model answers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .edsr_pyfunc import to_uint8
+from .edsr_pyfunc import TILE_OVERLAP, to_uint8, upscale_tiled
 from .images import Upscaler
 
 
@@ -30,7 +31,7 @@ def make_forward(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def model_upscaler(
-    model: keras.Model, *, tile: int = 0, tile_overlap: int = 16, self_ensemble: bool = False,
+    model: keras.Model, *, tile: int = 0, tile_overlap: int = TILE_OVERLAP, self_ensemble: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Upscaler:
     """An upscaler from a Keras model.
@@ -50,7 +51,7 @@ def model_upscaler(
 
     def upscale(lr_image: np.ndarray) -> np.ndarray:
         if tile:
-            return _tiled(forward, lr_image, tile, tile_overlap, progress)
+            return upscale_tiled(forward, lr_image, tile, tile_overlap, progress)
         return to_uint8(forward(lr_image[None].astype(np.float32))[0])
 
     return upscale
@@ -79,32 +80,3 @@ def _self_ensembled(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np
         return np.mean(outputs, axis=0)[None]
 
     return ensembled
-
-
-def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(top, left, bottom, right) of each ``tile`` x ``tile`` LR tile, row by row."""
-    return [(top, left, min(top + tile, height), min(left + tile, width))
-            for top in range(0, height, tile) for left in range(0, width, tile)]
-
-
-def _tiled(forward: Callable, lr_image: np.ndarray, tile: int, overlap: int,
-           progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Upscales tile by tile with ``overlap`` LR pixels of context, each tile made uint8 as it
-    comes: memory is bounded by the tile and the uint8 output."""
-    height, width = lr_image.shape[:2]
-    boxes = tile_boxes(height, width, tile)
-    output = None
-    for done, (top, left, bottom, right) in enumerate(boxes, 1):
-        ctx_top, ctx_left = max(top - overlap, 0), max(left - overlap, 0)
-        ctx_bottom, ctx_right = min(bottom + overlap, height), min(right + overlap, width)
-        sr_tile = forward(lr_image[None, ctx_top:ctx_bottom, ctx_left:ctx_right].astype(np.float32))[0]
-        scale = sr_tile.shape[0] // (ctx_bottom - ctx_top)
-        if output is None:
-            output = np.empty((height * scale, width * scale, 3), np.uint8)
-        output[top * scale : bottom * scale, left * scale : right * scale] = to_uint8(sr_tile[
-            (top - ctx_top) * scale : (bottom - ctx_top) * scale,
-            (left - ctx_left) * scale : (right - ctx_left) * scale,
-        ])
-        if progress is not None:
-            progress(done, len(boxes))
-    return output

@@ -15,7 +15,7 @@ import keras
 import mlflow
 import numpy as np
 
-from . import run_store
+from . import edsr_pyfunc, run_store
 from .errors import TrackingError
 from .schema import EPOCH_METRICS
 from .tracking import tracking_uri
@@ -75,7 +75,8 @@ def save_standalone_model(path: str, mlflow_model=None, *, keras_model: keras.Mo
     for module in SHIPPED_MODULES:
         shutil.copyfile(Path(__file__).with_name(f"{module}.py"), code / f"{module}.py")
     keras_pyfunc = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME]
-    mlflow.pyfunc.add_to_model(mlflow_model, loader_module=PYFUNC_LOADER, data="data", code="code", env=keras_pyfunc[mlflow.pyfunc.ENV])
+    mlflow.pyfunc.add_to_model(mlflow_model, loader_module=PYFUNC_LOADER, data="data", code="code", env=keras_pyfunc[mlflow.pyfunc.ENV],
+                               model_config=dict(edsr_pyfunc.DEFAULT_CONFIG))
     mlflow_model.save(str(Path(path) / "MLmodel"))
 
 

@@ -168,5 +168,5 @@ def test_tiled_inference_holds_no_float_image_of_the_output(lr_image):
 def test_tiled_inference_reports_its_progress(tiny_x2, lr_image):
     calls = []
     inference.model_upscaler(tiny_x2, tile=16, progress=lambda done, total: calls.append((done, total)))(lr_image)
-    total = len(inference.tile_boxes(*lr_image.shape[:2], 16))
+    total = len(edsr_pyfunc.tile_boxes(*lr_image.shape[:2], 16))
     assert calls == [(done, total) for done in range(1, total + 1)] and total > 1

@@ -71,7 +71,9 @@ def assert_same_images(actual: np.ndarray, expected: np.ndarray) -> None:
     assert np.abs(actual.astype(int) - expected.astype(int)).max() <= 1 and differ.mean() < 1e-3, f"{differ.sum()} values differ"
 
 
-def test_the_shipped_modules_import_only_keras_numpy_and_the_standard_library():
+def test_the_shipped_modules_import_only_keras_numpy_mlflow_and_the_standard_library():
+    """mlflow: only to refuse bad input as MLflow's scoring server expects, in the pyfunc that
+    MLflow itself loads."""
     package = Path(edsr_pyfunc.__file__).parent
     for module in model_logging.SHIPPED_MODULES:
         for node in ast.walk(ast.parse((package / f"{module}.py").read_text())):
@@ -83,7 +85,7 @@ def test_the_shipped_modules_import_only_keras_numpy_and_the_standard_library():
             else:
                 continue
             tops = {name.split(".")[0] for name in names}
-            assert tops <= {"keras", "numpy", "tensorflow"} | set(sys.stdlib_module_names), f"{module} imports {tops}"
+            assert tops <= {"keras", "numpy", "tensorflow", "mlflow"} | set(sys.stdlib_module_names), f"{module} imports {tops}"
 
 
 def test_a_saved_model_loads_as_a_pyfunc_and_passes_the_projects_own_checks(tmp_path):
@@ -94,6 +96,36 @@ def test_a_saved_model_loads_as_a_pyfunc_and_passes_the_projects_own_checks(tmp_
     batch = lr_batch(2, 6, 5)
     sr_batch = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(batch)
     np.testing.assert_array_equal(sr_batch, edsr_pyfunc.to_uint8(keras.ops.convert_to_numpy(net(batch))))
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (lambda batch: batch.__setitem__((0, 2, 3, 1), np.nan), "1 pixel values are not finite numbers"),
+    (lambda batch: batch.__setitem__((0, 0, 0, 0), np.inf), "1 pixel values are not finite numbers"),
+    (lambda batch: batch.__setitem__((0, 0, 0, 0), 300.0), "pixel values must lie in 0..255"),
+])
+def test_the_pyfunc_refuses_what_is_no_image_rather_than_answer_black_pixels(tmp_path, bad, problem):
+    from mlflow.exceptions import MlflowException
+
+    model_logging.save_standalone_model(str(tmp_path / "model"), keras_model=model.build_edsr(scale=2, blocks=1, filters=4))
+    batch = lr_batch(1, 8, 8)
+    bad(batch)
+    with pytest.raises(MlflowException, match=problem) as refused:
+        mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(batch)
+    assert refused.value.get_http_status_code() == 400
+
+
+def test_the_pyfunc_tiles_large_images_and_refuses_those_over_its_limit(tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    net = model.build_edsr(scale=2, blocks=1, filters=4)
+    model_logging.save_standalone_model(str(tmp_path / "model"), keras_model=net)
+    whole = edsr_pyfunc.to_uint8(keras.ops.convert_to_numpy(net(lr_batch(2, 70, 90))))
+    # 70x90 LR in 32x32 tiles (16 pixels of context: the receptive field of one block and more)
+    tiled = mlflow.pyfunc.load_model(str(tmp_path / "model"), model_config={"tile": 32}).predict(lr_batch(2, 70, 90))
+    assert_same_images(tiled, whole)
+    limited = mlflow.pyfunc.load_model(str(tmp_path / "model"), model_config={"max_pixels": 6299})
+    with pytest.raises(MlflowException, match="an image of 90x70 = 6,300 pixels is over this model's limit of 6,299"):
+        limited.predict(lr_batch(1, 70, 90))
 
 
 @pytest.mark.slow
@@ -119,7 +151,8 @@ def test_mlflow_models_serve_answers_upscaled_images_over_http(trained, tmp_path
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{trained.run_id}/model",
              "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path, env=without_edsr_mlflow(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+            cwd=tmp_path, env={**without_edsr_mlflow(tmp_path), "MLFLOW_PYFUNC_INFERENCE_CONFIG": '{"max_pixels": 300}'},
+            stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: stopping it stops uvicorn too
         )
     url = f"http://127.0.0.1:{port}"
@@ -133,12 +166,18 @@ def test_mlflow_models_serve_answers_upscaled_images_over_http(trained, tmp_path
         answer = requests.post(f"{url}/invocations", json={"inputs": batch.tolist()}, timeout=120)
         assert answer.status_code == 200, answer.text[:1000]
         predictions = np.asarray(answer.json()["predictions"])
+        nan_pixel = batch.tolist()
+        nan_pixel[0][2][3][1] = None  # JSON has no NaN: null is how a client sends one
+        refused = requests.post(f"{url}/invocations", json={"inputs": nan_pixel}, timeout=120)
+        too_large = requests.post(f"{url}/invocations", json={"inputs": lr_batch(1, 20, 16).tolist()}, timeout=120)
     finally:
         stop_mlflow_server(server)
     assert predictions.dtype.kind == "i" and predictions.min() >= 0 and predictions.max() <= 255  # pixel values
     scale = trained.config.scale
     assert predictions.shape == (1, 13 * scale, 17 * scale, 3)
     assert_same_images(predictions.astype(np.uint8), in_process_sr(trained, batch))
+    assert refused.status_code == 400 and "not finite numbers" in refused.text, refused.text[:1000]
+    assert too_large.status_code == 400 and "over this model's limit of 300" in too_large.text, too_large.text[:1000]
 
 
 def _answers(url: str) -> bool:
