@@ -355,7 +355,9 @@ def _echo_evaluations(evaluations, protocol: str, self_ensemble: bool, run_id: s
 @click.argument("model_uri")
 @click.argument("input_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("output_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--tile", type=TILE, default=0, help=TILE_HELP)
+@click.option("--tile", type=TILE, default=None, show_default=False,
+              help=f"LR tile side (0 = whole image; else at least {MIN_TILE}). Default: the whole image up to 512x512, "
+                   "else tiles of 256 (or smaller) that fit the memory available; an image that cannot fit is refused before decoding.")
 @click.option("--self-ensemble", is_flag=True, help="Average the 8 flips/rotations (slower, a little sharper).")
 @click.option("--overwrite-input", is_flag=True, help="Allow OUTPUT_PATH to be INPUT_PATH (or a link to it): the input is replaced.")
 @friendly_errors

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -193,12 +195,42 @@ def save_rgb(image: np.ndarray, path: str | Path) -> None:
     path = Path(path)
     partial = path.with_name(f".edsr-mlflow-{os.getpid()}-{secrets.token_hex(4)}.partial")  # short: any name fits
     try:
-        Image.fromarray(image).save(partial, format=Image.registered_extensions()[path.suffix.lower()])
+        if path.suffix.lower() == ".png":
+            with open(partial, "wb") as out:
+                write_png_rows(image, out)
+        else:
+            Image.fromarray(image).save(partial, format=Image.registered_extensions()[path.suffix.lower()])
         os.replace(partial, path)
     except OSError as error:
         with contextlib.suppress(OSError):
             partial.unlink()
         raise DataError(f"{path}: cannot write the image ({error.strerror or error}); free space or choose another path") from None
+
+
+def write_png_rows(image: np.ndarray, out: BinaryIO, rows_per_strip: int = 256) -> None:
+    """Writes ``image`` (uint8 (h, w, 3)) to the binary file ``out`` as an 8-bit RGB PNG, a
+    strip of rows at a time, each row "Up"-filtered (its difference from the row above): memory
+    stays that of a strip, where Pillow first copies the whole image into a buffer of 4 bytes
+    per pixel (1.3 GB more for a 324-megapixel upscale)."""
+    height, width = image.shape[:2]
+
+    def chunk(kind: bytes, data: bytes) -> None:
+        out.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+
+    out.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))  # 8-bit RGB, no interlace
+    compressor = zlib.compressobj(6)
+    above = np.zeros((1, width * 3), np.uint8)
+    for top in range(0, height, rows_per_strip):
+        rows = image[top : top + rows_per_strip].reshape(-1, width * 3)
+        filtered = np.empty((len(rows), width * 3 + 1), np.uint8)
+        filtered[:, 0] = 2  # the Up filter
+        filtered[:, 1:] = rows - np.concatenate([above, rows[:-1]])  # modulo 256, as PNG wants
+        above = rows[-1:]
+        if data := compressor.compress(filtered.tobytes()):
+            chunk(b"IDAT", data)
+    chunk(b"IDAT", compressor.flush())
+    chunk(b"IEND", b"")
 
 
 def list_image_files(directory: str | Path) -> list[Path]:

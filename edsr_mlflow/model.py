@@ -159,3 +159,16 @@ def macs_per_lr_pixel(model: keras.Model, probe_size: int = 8) -> int:
         else:
             total += h * w * kh * kw * layer.kernel.shape[2] * layer.kernel.shape[3]
     return int(total // (probe_size * probe_size))
+
+
+def feature_bytes_per_lr_pixel(model: keras.Model, probe_size: int = 8, live: int = 3) -> float:
+    """float32 bytes per LR input pixel of the model's ``live`` largest feature maps (a layer's
+    input and output, and a skip held meanwhile): its working set grows with the pixels it sees
+    at once by this much (``memory.upscale_bytes``). Measured by running the model once on a
+    ``probe_size`` square input, so it follows whatever the builder made (the upsampler's
+    feature maps at HR count ``scale`` squared times)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    probe = keras.Model(model.input, [layer.output for layer in layers])
+    outputs = probe(np.zeros((1, probe_size, probe_size, 3), np.float32))
+    per_pixel = sorted((float(np.prod(out.shape[1:])) / probe_size**2 for out in outputs), reverse=True)
+    return 4.0 * sum(per_pixel[:live])

@@ -241,16 +241,35 @@ def evaluate_model(
     return run_id, evaluations
 
 
-def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: int = 0, self_ensemble: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: int | None = None, self_ensemble: bool = False,
+                 progress: Callable[[int, int], None] | None = None, available_bytes: int | None = None) -> tuple[int, int]:
     """Super-resolves one image file with a logged model; returns the output (width, height).
+
+    ``tile``: LR tile side, 0 for the whole image, None to choose by the memory the image needs
+    (``memory.plan_upscale``, from the header, against ``available_bytes``, default what the
+    machine has available), refused in one line before decoding if it cannot fit.
     ``progress``: called with (tiles done, tiles in all) after each tile."""
-    lr_image = images.load_rgb(input_path)
+    import psutil
+
+    from . import memory
+    from .model import feature_bytes_per_lr_pixel
+
+    width, height = images.read_size(input_path)  # the header only
     tracking.check_tracking_server()
-    upscale = model_upscaler(model_logging.load_keras_model(model_uri), tile=tile, self_ensemble=self_ensemble, progress=progress)
-    sr_image = upscale(lr_image)
+    keras_model = model_logging.load_keras_model(model_uri)
+    scale = model_scale(keras_model)
+    plan = memory.plan_upscale(width, height, scale, tile, feature_bytes_per_lr_pixel(keras_model),
+                               psutil.virtual_memory().available if available_bytes is None else available_bytes,
+                               image_name=str(input_path))
+    upscale = model_upscaler(keras_model, tile=plan.tile, self_ensemble=self_ensemble, progress=progress)
+    sr_image = upscale(images.load_rgb(input_path))
     images.save_rgb(sr_image, output_path)
     return sr_image.shape[1], sr_image.shape[0]
+
+
+def model_scale(keras_model, probe_size: int = 8) -> int:
+    """The upscaling factor of ``keras_model``, from one run on a ``probe_size`` square."""
+    return int(keras_model(np.zeros((1, probe_size, probe_size, 3), np.float32)).shape[1]) // probe_size
 
 
 def textured_crop_grid(plan: CropPlan) -> np.ndarray:

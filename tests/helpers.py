@@ -89,3 +89,14 @@ def write_images(folder: Path, count: int = 3, size: int = 48) -> Path:
         image = np.clip(smooth + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(image).save(folder / f"img{i}.png")
     return folder
+
+
+def one_error_line(result, *fragments: str) -> str:
+    """The one line a refused command printed (``error: ...``), checked to hold ``fragments``;
+    an exit code for the user's mistake (2 or 3), never a traceback."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code not in (0, 1), result.output
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

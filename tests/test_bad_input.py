@@ -15,20 +15,11 @@ from PIL import Image
 from edsr_mlflow import cli, sources
 from edsr_mlflow.errors import DataError
 
-from helpers import copy_migrated_store
+from helpers import copy_migrated_store, one_error_line
 
 
 def invoke(*args):
     return CliRunner().invoke(cli.main, list(args))
-
-
-def one_error_line(result, *fragments: str) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code not in (0, 1), result.output
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def write_image(path: Path, size: tuple[int, int], flat: bool = False) -> Path:

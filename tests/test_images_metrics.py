@@ -101,16 +101,22 @@ def test_an_image_of_several_frames_is_refused_not_cut_to_its_first(tmp_path, rg
         images.load_rgb(path)
 
 
-def test_save_rgb_leaves_no_partial_file_when_the_disk_is_full(tmp_path, rgb_image, monkeypatch):
+@pytest.mark.parametrize("name", ["out.png", "out.jpg"])  # our PNG writer, Pillow's JPEG one
+def test_save_rgb_leaves_no_partial_file_when_the_disk_is_full(tmp_path, rgb_image, monkeypatch, name):
     import errno
 
-    def fill_the_disk(image, fp, *args, **kwargs):
+    def fill_the_disk(*args, **kwargs):
+        (tmp_path / next(p.name for p in tmp_path.iterdir())).write_bytes(b"half an image")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def pillow_fills_the_disk(image, fp, *args, **kwargs):
         Path(fp).write_bytes(b"half an image")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", fill_the_disk)
-    with pytest.raises(DataError, match=r"out\.png: cannot write the image \(No space left on device\)"):
-        images.save_rgb(rgb_image, tmp_path / "out.png")
+    monkeypatch.setattr(images, "write_png_rows", fill_the_disk)
+    monkeypatch.setattr(Image.Image, "save", pillow_fills_the_disk)
+    with pytest.raises(DataError, match=rf"{name}: cannot write the image \(No space left on device\)"):
+        images.save_rgb(rgb_image, tmp_path / name)
     assert list(tmp_path.iterdir()) == []
 
 
