@@ -116,8 +116,9 @@ def main() -> None:
                     ("max_pixels raised", {"MLFLOW_PYFUNC_INFERENCE_CONFIG": json.dumps({"max_pixels": pixels})})]
         for name, extra in settings:
             # MLflow answers 504 after 60 s and goes on working: give the request its whole time.
+            # TMPDIR: the server's copy of the model goes with the benchmark's folder.
             env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                   "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "1200", **extra}
+                   "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "1200", "TMPDIR": str(folder), **extra}
             with served(model_uri, env, folder / "serve.log") as (url, server):
                 idle = peak_during(server, lambda: time.sleep(1))[0]
                 start = time.perf_counter()

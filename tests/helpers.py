@@ -91,11 +91,13 @@ def write_images(folder: Path, count: int = 3, size: int = 48) -> Path:
     return folder
 
 
-def one_error_line(result, *fragments: str) -> str:
+def one_error_line(result, *fragments: str, exit_code: int | None = None) -> str:
     """The one line a refused command printed (``error: ...``), checked to hold ``fragments``;
-    an exit code for the user's mistake (2 or 3), never a traceback."""
+    an exit code for the user's mistake (``exit_code`` if given; never 0, nor 1, an uncaught
+    exception's), never a traceback."""
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code not in (0, 1), result.output
+    assert exit_code is None or result.exit_code == exit_code, result.output
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

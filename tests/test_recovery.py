@@ -19,7 +19,7 @@ import pytest
 
 from edsr_mlflow import schema, training
 
-from helpers import SERVED_ARTIFACTS, cli_args, copy_migrated_store
+from helpers import SERVED_ARTIFACTS, cli_args, copy_migrated_store, one_error_line
 from servers import start_mlflow_server, stop_mlflow_server
 
 # Epochs long enough (a few seconds each) to kill a process in the middle of one.
@@ -145,14 +145,6 @@ def resume(run_id: str, *extra: str):
     return CliRunner().invoke(cli.main, ["train", f"--resume={run_id}", *extra])
 
 
-def assert_one_error_line(result, *fragments: str) -> None:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.fixture
 def finished_run(tracking_store, tiny_params):
     from edsr_mlflow import workflows
@@ -164,7 +156,7 @@ def finished_run(tracking_store, tiny_params):
 def test_resuming_a_finished_run_is_refused_and_changes_nothing(finished_run, tmp_path):
     before = mlflow.get_run(finished_run)
     for extra in ((), ("--checkpoint-dir", str(tmp_path / "wrong"))):
-        assert_one_error_line(resume(finished_run, *extra), f"run {finished_run} already FINISHED")
+        one_error_line(resume(finished_run, *extra), f"run {finished_run} already FINISHED", exit_code=2)
     after = mlflow.get_run(finished_run)
     assert after.info.status == "FINISHED" and after.info.end_time == before.info.end_time
     assert epoch_steps(finished_run) == {name: [1, 2] for name in schema.EPOCH_METRICS}
@@ -186,7 +178,7 @@ def unfinished_run(status: str, params: dict) -> str:
 @pytest.mark.parametrize("status", ["KILLED", "FAILED", "RUNNING"])
 def test_a_refused_resume_leaves_the_status_as_it_was(status, tracking_store, tiny_params):
     run_id = unfinished_run(status, tiny_params)
-    assert_one_error_line(resume(run_id), "no checkpoint", "start a new run")
+    one_error_line(resume(run_id), "no checkpoint", "start a new run", exit_code=2)
     assert mlflow.get_run(run_id).info.status == status
 
 
@@ -204,7 +196,7 @@ def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(finished_run, tiny
         else:
             data = (target / training.CHECKPOINT_FILE).read_bytes()
             (target / training.CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
-        assert_one_error_line(resume(run_id), fragment)
+        one_error_line(resume(run_id), fragment, exit_code=2)
         assert mlflow.get_run(run_id).info.status == "KILLED"
 
 
@@ -215,7 +207,7 @@ def test_a_second_process_on_the_same_run_is_refused(finished_run, tiny_params):
     source = training.latest_checkpoint(Path("checkpoints") / finished_run)
     shutil.copytree(source, Path("checkpoints") / run_id / source.name)
     with training.checkpoint_lock(Path("checkpoints") / run_id, run_id):  # another process training it
-        assert_one_error_line(resume(run_id), f"run {run_id} is being trained right now by pid {os.getpid()}")
+        one_error_line(resume(run_id), f"run {run_id} is being trained right now by pid {os.getpid()}", exit_code=2)
     assert mlflow.get_run(run_id).info.status == "RUNNING"
     assert epoch_steps(run_id)["val_psnr"] == []
 

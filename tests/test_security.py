@@ -15,6 +15,8 @@ from PIL import Image
 
 from edsr_mlflow import cli, model, model_logging
 
+from helpers import one_error_line
+
 
 def plant_model(run_id: str, folder: Path, flavor: dict, build) -> str:
     """Logs a folder holding an MLmodel with ``flavor`` and whatever ``build(folder)`` writes
@@ -24,13 +26,6 @@ def plant_model(run_id: str, folder: Path, flavor: dict, build) -> str:
     build(folder)
     mlflow.MlflowClient().log_artifacts(run_id, str(folder), "model")
     return f"runs:/{run_id}/model"
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code not in (0, 1), result.output  # 1 would be an uncaught exception
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 @pytest.fixture
