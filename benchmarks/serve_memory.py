@@ -125,7 +125,8 @@ def main() -> None:
                 peak, answer = peak_during(server, lambda: requests.post(
                     f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=1200))
                 seconds = time.perf_counter() - start
-            limit = json.loads(extra.get("MLFLOW_PYFUNC_INFERENCE_CONFIG", "{}")).get("max_pixels", edsr_pyfunc.DEFAULT_CONFIG["max_pixels"])
+            config = {**edsr_pyfunc.DEFAULT_CONFIG, **json.loads(extra.get("MLFLOW_PYFUNC_INFERENCE_CONFIG", "{}"))}
+            limit = config["max_pixels"]
             print(f"{name} ({limit:,}): HTTP {answer.status_code} in {seconds:.0f} s, {len(answer.content) / 1e6:.0f} MB answered; "
                   f"largest server process {peak:.2f} GB resident at its peak ({idle:.2f} GB idle); "
                   f"{answer.text[:160] if answer.status_code != 200 else ''}", flush=True)

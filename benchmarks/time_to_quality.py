@@ -56,10 +56,13 @@ def main() -> None:
             done = 0
             for h in history:
                 done += h["steps"]
-                print(f"after {done:6.0f} steps: training loss {h['train_loss']:9.3f}, hold-out {h['val_psnr']:.3f} dB, learning rate {h['learning_rate']:.2e}")
+                print(f"after {done:6.0f} steps: training loss {h['train_loss']:9.3f}, hold-out {h['val_psnr']:.3f} dB, "
+                      f"learning rate {h['learning_rate']:.2e}")
         _, evaluations = evaluate_model(f"runs:/{outcome.run_id}/model", list(TEST_SETS), benchmark_root=str(shared))
         tests = ", ".join(f"{e.dataset} {e.scores.psnr:.3f} dB ({e.scores.gain:+.3f})" for e in evaluations)
-        print(f"time to quality ({args.budget:.0f} s, lr {config.learning_rate}, batch {config.batch_size} x {config.patch_size}^2, {outcome.precision.policy}{' + XLA' if outcome.precision.xla else ''}): "
+        precision = f"{outcome.precision.policy}{' + XLA' if outcome.precision.xla else ''}"
+        print(f"time to quality ({args.budget:.0f} s, lr {config.learning_rate}, "
+              f"batch {config.batch_size} x {config.patch_size}^2, {precision}): "
               f"hold-out {outcome.result.final_val_psnr:.3f} dB ({outcome.final_metrics['val_psnr_gain']:+.3f} over bicubic) "
               f"after {steps:.0f} steps ({1000 * outcome.result.state.train_time_s / steps:.0f} ms/step); tests: {tests}")
 

@@ -103,7 +103,8 @@ def _load_downloaded(model_uri: str, download: str) -> keras.Model:
         with run_store.no_progress_bar():
             local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=download))
     except (mlflow.exceptions.MlflowException, OSError) as error:
-        raise run_store.tracking_error(error, f"cannot load model {model_uri} from {tracking_uri()}", "check the URI with the MLflow UI") from None
+        raise run_store.tracking_error(error, f"cannot load model {model_uri} from {tracking_uri()}",
+                                       "check the URI with the MLflow UI") from None
     keras_file = logged_keras_file(local)
     if isinstance(keras_file, str):
         raise TrackingError(f"refusing to load {model_uri}: {keras_file}; load only models that edsr-mlflow train logged")
