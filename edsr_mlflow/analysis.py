@@ -62,8 +62,7 @@ def diverged_runs(loss_histories: pd.DataFrame, rule: DivergenceRule) -> set[str
     ``rule.loss_rise_factor`` times the lowest loss of the epochs before it."""
     diverged = set()
     for run_id, history in loss_histories.groupby("run_id"):
-        losses = history.sort_values("step")["value"].to_numpy(dtype=float)
-        if len(losses) > 1 and np.any(losses[1:] > rule.loss_rise_factor * np.minimum.accumulate(losses)[:-1]):
+        if rule.broken_by(history.sort_values("step")["value"].to_numpy(dtype=float)):
             diverged.add(str(run_id))
     return diverged
 

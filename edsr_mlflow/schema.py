@@ -93,7 +93,11 @@ def comparison_side(side: str) -> ComparisonSide:
 # Logged once per epoch, at step = epoch number (1-based).
 EPOCH_METRICS = ("train_loss", "val_psnr", "val_ssim", "val_psnr_rgb", "step_time_ms", "patches_per_s", "learning_rate")
 # Logged once, when training ends.
-FINAL_METRICS = ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "bicubic_val_ssim", "val_psnr_gain", "epochs_completed")
+# ``loss_rise``: the largest factor an epoch's training loss rose over the lowest before it;
+# ``diverged``: 1 if that broke the default rule (``hypotheses.DEFAULT_LOSS_RISE_FACTOR``), also a tag.
+FINAL_METRICS = ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "bicubic_val_ssim", "val_psnr_gain", "epochs_completed",
+                 "loss_rise", "diverged")
+DIVERGED_TAG = "diverged"
 # Logged as params with the configuration.
 MODEL_FACTS = ("params_count", "macs_per_lr_pixel")
 # Params that set how much training a run had (``TrainConfig`` fields): runs that differ in

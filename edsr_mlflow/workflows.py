@@ -18,6 +18,7 @@ from . import data, distribute, images, model_logging, run_store, samples, schem
 from .config import TrainConfig, check_scale
 from .errors import UserError
 from .evaluation import SetScores, score_set
+from .hypotheses import DEFAULT_LOSS_RISE_FACTOR, largest_loss_rise
 from .images import bicubic_upscaler
 from .inference import model_upscaler
 from .metrics import Y_PROTOCOL, Protocol
@@ -48,7 +49,9 @@ class TrainingInterrupted(UserError):
 
 
 def final_metrics(result: training.TrainResult) -> dict[str, float]:
-    """The run-level summary: time, best and final validation PSNR and the gain over bicubic."""
+    """The run-level summary: time, best and final validation PSNR and the gain over bicubic,
+    and whether the training loss diverged by the default rule (``schema.FINAL_METRICS``)."""
+    loss_rise = largest_loss_rise([epoch["train_loss"] for epoch in result.state.history])
     return {
         "train_time_s": result.state.train_time_s,
         "best_val_psnr": result.state.best_val_psnr,
@@ -56,6 +59,8 @@ def final_metrics(result: training.TrainResult) -> dict[str, float]:
         "bicubic_val_ssim": result.bicubic_val_ssim,
         "val_psnr_gain": result.final_val_psnr - result.bicubic_val_psnr,
         "epochs_completed": float(result.state.epoch),
+        "loss_rise": loss_rise,
+        "diverged": float(loss_rise > DEFAULT_LOSS_RISE_FACTOR),
     }
 
 
@@ -127,7 +132,7 @@ def train_run(
                 )
                 metrics = final_metrics(result)
                 tracking.log_final_metrics(metrics)
-                tracking.set_tags({"stop_reason": result.stop_reason})
+                tracking.set_tags({"stop_reason": result.stop_reason, schema.DIVERGED_TAG: str(bool(metrics["diverged"])).lower()})
                 tracking.log_visual_samples(visual_samples(sr_data.val_pairs, model_upscaler(model), config.scale))
                 model_logging.log_keras_model(model)
         except KeyboardInterrupt:

@@ -64,6 +64,9 @@ def assert_complete_training_run(run, config: TrainConfig):
     for name in ("train_time_s", "best_val_psnr", "bicubic_val_psnr", "val_psnr_gain"):
         assert np.isfinite(metrics[name]), name
     assert metrics["val_psnr_gain"] == pytest.approx(metrics["val_psnr"] - metrics["bicubic_val_psnr"])
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)]
+    assert metrics["loss_rise"] == pytest.approx(max([1.0] + [b / min(losses[:i + 1]) for i, b in enumerate(losses[1:])]))
+    assert metrics["diverged"] == float(metrics["loss_rise"] > 2.0) and tags[schema.DIVERGED_TAG] == str(metrics["diverged"] == 1.0).lower()
     assert any(k.startswith("system/") for k in metrics), "system metrics"
     contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
     assert contexts == {"training", "validation"}

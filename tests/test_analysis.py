@@ -116,3 +116,16 @@ def test_compare_with_a_grid_reports_the_model_the_family_and_the_plan(grid_stor
 def test_plan_without_a_grid_fails_in_one_line():
     result = CliRunner().invoke(cli.main, ["compare", "--plan"])
     assert result.exit_code != 0 and "pass --grid" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("losses, rise", [
+    ([8.0, 47.3, 120.0], 120.0 / 8.0),  # the CPU study's diverged run, epochs 3-5
+    ([10.0, 6.0, 5.0, 5.5], 1.1),       # a small bump: 5.5 over the lowest before it, 5.0
+    ([10.0, 8.0, 6.0], 1.0),            # falling
+    ([7.0], 1.0),                       # one epoch: nothing before it
+])
+def test_the_largest_loss_rise_by_hand(losses, rise):
+    from edsr_mlflow import hypotheses
+
+    assert hypotheses.largest_loss_rise(losses) == pytest.approx(rise)
+    assert hypotheses.DivergenceRule(2.0).broken_by(losses) == (rise > 2.0)

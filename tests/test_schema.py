@@ -107,7 +107,7 @@ def test_evaluation_logs_every_measure_of_the_schema():
 def test_training_logs_every_final_metric_of_the_schema():
     from edsr_mlflow.workflows import final_metrics
 
-    state = SimpleNamespace(train_time_s=10.0, best_val_psnr=30.0, epoch=2)
+    state = SimpleNamespace(train_time_s=10.0, best_val_psnr=30.0, epoch=2, history=[{"train_loss": 9.0}, {"train_loss": 8.0}])
     result = SimpleNamespace(state=state, bicubic_val_psnr=28.0, bicubic_val_ssim=0.8, final_val_psnr=29.5)
     assert set(final_metrics(result)) == set(schema.FINAL_METRICS)
 
