@@ -161,6 +161,11 @@ def macs_per_lr_pixel(model: keras.Model, probe_size: int = 8) -> int:
     return int(total // (probe_size * probe_size))
 
 
+def upscaling_factor(model: keras.Model, probe_size: int = 8) -> int:
+    """The upscaling factor of ``model``, from one run on a ``probe_size`` square input."""
+    return int(model(np.zeros((1, probe_size, probe_size, 3), np.float32)).shape[1]) // probe_size
+
+
 def feature_bytes_per_lr_pixel(model: keras.Model, probe_size: int = 8, live: int = 3) -> float:
     """float32 bytes per LR input pixel of the model's ``live`` largest feature maps (a layer's
     input and output, and a skip held meanwhile): its working set grows with the pixels it sees

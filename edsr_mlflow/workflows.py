@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import data, distribute, images, model_logging, run_store, samples, schema, tracking, training
+from . import data, distribute, images, memory, model_logging, run_store, samples, schema, tracking, training
 from .config import TrainConfig, check_scale
 from .errors import UserError
 from .evaluation import SetScores, score_set
@@ -22,7 +22,7 @@ from .hypotheses import DEFAULT_LOSS_RISE_FACTOR, largest_loss_rise
 from .images import bicubic_upscaler
 from .inference import model_upscaler
 from .metrics import Y_PROTOCOL, Protocol
-from .model import macs_per_lr_pixel
+from .model import feature_bytes_per_lr_pixel, macs_per_lr_pixel, upscaling_factor
 from .precision import PrecisionChoice
 from .samples import visual_samples
 
@@ -256,13 +256,10 @@ def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: i
     ``progress``: called with (tiles done, tiles in all) after each tile."""
     import psutil
 
-    from . import memory
-    from .model import feature_bytes_per_lr_pixel
-
     width, height = images.read_size(input_path)  # the header only
     tracking.check_tracking_server()
     keras_model = model_logging.load_keras_model(model_uri)
-    scale = model_scale(keras_model)
+    scale = upscaling_factor(keras_model)
     plan = memory.plan_upscale(width, height, scale, tile, feature_bytes_per_lr_pixel(keras_model),
                                psutil.virtual_memory().available if available_bytes is None else available_bytes,
                                image_name=str(input_path))
@@ -270,11 +267,6 @@ def upscale_file(model_uri: str, input_path: Path, output_path: Path, *, tile: i
     sr_image = upscale(images.load_rgb(input_path))
     images.save_rgb(sr_image, output_path)
     return sr_image.shape[1], sr_image.shape[0]
-
-
-def model_scale(keras_model, probe_size: int = 8) -> int:
-    """The upscaling factor of ``keras_model``, from one run on a ``probe_size`` square."""
-    return int(keras_model(np.zeros((1, probe_size, probe_size, 3), np.float32)).shape[1]) // probe_size
 
 
 def textured_crop_grid(plan: CropPlan) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edsr_mlflow import cli, images, memory
+from edsr_mlflow import cli, edsr_pyfunc, images, memory
 from edsr_mlflow.errors import DataError
 
 from helpers import one_error_line
@@ -84,10 +84,4 @@ def test_a_large_image_is_tiled_by_itself(logged_model_uri, tmp_path, monkeypatc
     tiles = []
     workflows.upscale_file(logged_model_uri, tmp_path / "in.png", tmp_path / "out.png", progress=lambda done, total: tiles.append(total))
     assert Image.open(tmp_path / "out.png").size == (1400, 1200)
-    assert tiles and tiles[-1] == len(images_tile_boxes(600, 700, 256))
-
-
-def images_tile_boxes(height: int, width: int, tile: int):
-    from edsr_mlflow.edsr_pyfunc import tile_boxes
-
-    return tile_boxes(height, width, tile)
+    assert tiles and tiles[-1] == len(edsr_pyfunc.tile_boxes(600, 700, 256))
